@@ -1,0 +1,19 @@
+// Matrix products against weight tensors of any supported type, on all cores.
+#pragma once
+#include <cstdint>
+
+#include "model/tensor.h"
+
+namespace ckv::cpu {
+
+// y[i][r] = sum_c W[r][c] * x[i][c] for i < n, r < W.rows(), c < W.cols().
+// x: [n][W.cols()] f32, y: [n][W.rows()] f32 (overwritten).
+// Small n (decode): activations are quantised to 8 bits per block and dotted
+// with the quantised weights directly. Large n (prefill): weight tiles are
+// dequantised and multiplied with BLAS sgemm.
+void matmul(const Tensor& W, const float* x, int64_t n, float* y);
+
+// Reference: dequantise W fully and loop in double. For tests only.
+void matmul_reference(const Tensor& W, const float* x, int64_t n, float* y);
+
+}  // namespace ckv::cpu

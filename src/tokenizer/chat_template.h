@@ -1,0 +1,31 @@
+// Chat templates. The model's own template text decides the family; each
+// family is rendered by code that reproduces the template's output exactly.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace ckv {
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+
+struct ChatTemplate {
+  // "chatml", "llama3", "mistral", "llama2", ...
+  std::string family;
+  // Default system message the template inserts when the conversation has
+  // none (SmolLM2, Qwen2.5), empty if it inserts none.
+  std::string default_system;
+  std::string bos_text;  // text of the BOS token, for templates that print it
+
+  std::string render(const std::vector<ChatMessage>& msgs, bool add_generation_prompt) const;
+};
+
+// Detects the family from the template text (or takes `name` when given,
+// e.g. from --chat-template). Unknown: ckv::Error that names --chat-template
+// and the known families.
+ChatTemplate make_chat_template(const std::string& template_text, const std::string& bos_text,
+                                const std::string& name = "");
+
+}  // namespace ckv

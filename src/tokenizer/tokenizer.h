@@ -1,0 +1,67 @@
+// Text <-> token ids, exactly as the model's reference tokenizer does it.
+#pragma once
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tokenizer/vocab.h"
+
+namespace ckv {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Token ids of text. No BOS is added here (callers add it when the model's
+  // add_bos says so). With parse_special, the text of special/added tokens
+  // (control and user-defined tokens such as <|im_start|>) is matched as that
+  // token wherever it appears.
+  virtual std::vector<int> encode(std::string_view text, bool parse_special = true) const = 0;
+  // Raw bytes of one token (byte-level decoded; SPM "▁" -> " ", <0xNN> -> byte).
+  // Control tokens give their text (e.g. "<|im_end|>").
+  virtual std::string piece(int id) const = 0;
+  // Concatenated bytes of the pieces. SPM: a leading space right after BOS is
+  // dropped, as SentencePiece and llama2.c do.
+  std::string decode(const std::vector<int>& ids) const;
+
+  int n_vocab() const { return static_cast<int>(data_.tokens.size()); }
+  const TokenizerData& data() const { return data_; }
+  int bos() const { return data_.bos; }
+  int eos() const { return data_.eos; }
+  bool add_bos() const { return data_.add_bos; }
+  bool is_eog(int id) const;
+  // Id of a token text, or -1.
+  int find(std::string_view token_text) const;
+
+ protected:
+  explicit Tokenizer(TokenizerData d) : data_(std::move(d)) {}
+  TokenizerData data_;
+};
+
+// Builds the tokenizer for data.kind; throws ckv::Error for an unknown kind or
+// pre-tokenizer (naming it) or inconsistent data.
+std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerData& data);
+
+// Streaming decoder: feed token ids, get back only complete UTF-8 text, so a
+// character split across tokens is printed once it is whole.
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+  std::string push(int id);  // text that became complete
+  std::string flush();       // whatever is left (possibly invalid UTF-8)
+
+ private:
+  const Tokenizer& tok_;
+  std::string pending_;
+  int prev_ = -1;
+};
+
+// Readers for tokenizer files that are not inside the model file.
+// llama2.c tokenizer.bin/tok512.bin: BOS 1, EOS 2, add_space_prefix.
+TokenizerData read_llama2c_tokenizer(const std::string& path, int vocab_size);
+// Hugging Face tokenizer.json (+ tokenizer_config.json beside it for bos/eos,
+// add_bos and chat_template).
+TokenizerData read_hf_tokenizer(const std::string& dir);
+
+}  // namespace ckv

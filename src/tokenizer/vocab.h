@@ -1,0 +1,31 @@
+// The tokenizer's data as read from a model file, independent of its format.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace ckv {
+
+// GGUF tokenizer.ggml.token_type values.
+enum class TokenType : int { Undefined = 0, Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
+
+struct TokenizerData {
+  // "bpe": byte-level BPE with merges (GPT-2 family: SmolLM2, Llama 3, Qwen2);
+  // "spm": SentencePiece-style BPE by merge scores with byte fallback (Llama 2,
+  // Mistral, llama2.c's tok512). Empty: the model has no tokenizer.
+  std::string kind;
+  // Pre-tokenizer for "bpe": "gpt2", "smollm" (digits one by one, then GPT-2),
+  // "llama3", "qwen2". Unknown names are refused by the tokenizer.
+  std::string pre = "gpt2";
+  std::vector<std::string> tokens;  // as stored: byte-level (Ġ...) or SPM (▁...)
+  std::vector<float> scores;        // spm merge scores
+  std::vector<TokenType> types;     // per token; Normal when absent
+  std::vector<std::string> merges;  // bpe: "left right", in rank order
+  int bos = -1, eos = -1, unk = -1, pad = -1;
+  std::vector<int> eog;  // end-of-generation ids (eos, eot, <|im_end|>, ...)
+  bool add_bos = false;
+  bool add_space_prefix = false;  // spm: prepend a space (llama2.c, Llama 2)
+  bool byte_fallback = true;      // spm: unknown bytes become <0xNN>
+  std::string chat_template;      // Jinja text from the model, may be empty
+};
+
+}  // namespace ckv
