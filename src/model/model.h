@@ -21,6 +21,9 @@ struct RopeConfig {
   // true: rotate adjacent pairs (x[2i], x[2i+1]) -- llama2.c and GGUF llama;
   // false: rotate halves (x[i], x[i+d/2]) -- safetensors, GGUF qwen2/qwen3.
   bool interleaved = false;
+  // Per-frequency divisors (GGUF rope_freqs.weight, llama3 scaling baked in),
+  // head_dim/2 values; empty when the scaling is computed from the fields above.
+  std::vector<float> freq_factors;
 };
 
 struct ModelConfig {

@@ -22,6 +22,8 @@ struct Profile {
   std::vector<std::vector<int>> retrieval_ranking;  // traditional (Wu et al.), may be empty
   std::vector<double> layer_scores;                 // e_l, sum 1; empty = uniform budgets
   nlohmann::json provenance = nlohmann::json::object();  // how each part was made
+  // Where it was read from (load/from_json/import), for messages; not saved.
+  std::string source;
 
   nlohmann::json to_json() const;
   // Throws ckv::Error naming `source` and the field at fault.

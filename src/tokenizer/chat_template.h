@@ -18,6 +18,10 @@ struct ChatTemplate {
   // none (SmolLM2, Qwen2.5), empty if it inserts none.
   std::string default_system;
   std::string bos_text;  // text of the BOS token, for templates that print it
+  std::string eos_text = "</s>";  // llama2/mistral: printed after assistant turns
+  // llama3 with Llama 3.1's always-present system turn ("Cutting Knowledge
+  // Date: ...\n\n" before the system content); empty for plain Llama 3.
+  std::string system_preamble;
 
   std::string render(const std::vector<ChatMessage>& msgs, bool add_generation_prompt) const;
 };

@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "tokenizer/vocab.h"
@@ -24,6 +25,11 @@ class Tokenizer {
   // Concatenated bytes of the pieces. SPM: a leading space right after BOS is
   // dropped, as SentencePiece and llama2.c do.
   std::string decode(const std::vector<int>& ids) const;
+  // What id adds to decode() when it follows prev (-1: first token). BPE:
+  // piece(id). SPM, as SentencePiece decodes: control tokens (BOS, EOS) add
+  // nothing, and with add_space_prefix the leading space of the first token or
+  // of one right after a control token is dropped.
+  virtual std::string decode_piece(int prev, int id) const { return piece(id); }
 
   int n_vocab() const { return static_cast<int>(data_.tokens.size()); }
   const TokenizerData& data() const { return data_; }
@@ -35,8 +41,9 @@ class Tokenizer {
   int find(std::string_view token_text) const;
 
  protected:
-  explicit Tokenizer(TokenizerData d) : data_(std::move(d)) {}
+  explicit Tokenizer(TokenizerData d);  // fills types, builds the text index
   TokenizerData data_;
+  std::unordered_map<std::string, int> ids_;  // token text -> first id with it
 };
 
 // Builds the tokenizer for data.kind; throws ckv::Error for an unknown kind or
@@ -50,6 +57,9 @@ class StreamDecoder {
   explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
   std::string push(int id);  // text that became complete
   std::string flush();       // whatever is left (possibly invalid UTF-8)
+  // Token already shown before the first push (e.g. the prompt's last), so
+  // the first piece is decoded in context (SPM leading-space rule).
+  void set_prev(int id) { prev_ = id; }
 
  private:
   const Tokenizer& tok_;

@@ -16,6 +16,12 @@ struct TokenizerData {
   // Pre-tokenizer for "bpe": "gpt2", "smollm" (digits one by one, then GPT-2),
   // "llama3", "qwen2". Unknown names are refused by the tokenizer.
   std::string pre = "gpt2";
+  // pre == "custom": the Split regexes of a tokenizer.json, applied in turn
+  // (each splits the pieces the previous one produced), then byte-level.
+  std::vector<std::string> pre_regexes;
+  // HF BPE ignore_merges (Llama 3): a whole pre-token found in the vocab is
+  // taken as is, before any merge.
+  bool ignore_merges = false;
   std::vector<std::string> tokens;  // as stored: byte-level (Ġ...) or SPM (▁...)
   std::vector<float> scores;        // spm merge scores
   std::vector<TokenType> types;     // per token; Normal when absent

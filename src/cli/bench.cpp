@@ -1,0 +1,154 @@
+// compresskv bench: llama-bench-style speed and memory (DESIGN.md section 6).
+// pp = read P tokens after a D-token context; tg = generate N tokens after a
+// D-token context. A compressing method reads and compresses the context
+// first, so tg@D measures decoding over the compressed cache.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "cli/subcommands.h"
+#include "engine/sampler.h"
+#include "util/error.h"
+
+namespace ckv::cli {
+
+namespace {
+
+struct BenchArgs {
+  ModelArgs model;
+  KvArgs kv;
+  std::vector<int> n_prompt{512}, n_gen{128}, depth{0};
+  int reps = 5;
+  bool json = false, no_warmup = false;
+};
+
+struct Row {
+  std::string test;
+  int n_prompt = 0, n_gen = 0, depth = 0;
+  double tps = 0;
+  size_t kv_bytes = 0, kv_full = 0, peak = 0;
+};
+
+size_t weight_bytes(const Model& m) {
+  size_t b = m.tok_embd.nbytes + m.output_norm.nbytes + (m.config.tied_output ? 0 : m.output.nbytes);
+  for (auto& l : m.layers)
+    for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm,
+                            &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down})
+      b += t->nbytes;
+  return b;
+}
+
+// One repetition; returns tokens/s of the timed part.
+double one_rep(const Model& m, const SessionOptions& base, int P, int N, int D, std::mt19937& rng, Row& row) {
+  std::uniform_int_distribution<int> tokd(0, m.config.vocab_size - 1);
+  auto random_tokens = [&](int n) {
+    std::vector<int> t(n);
+    for (auto& x : t) x = tokd(rng);
+    return t;
+  };
+  SessionOptions so = base;
+  so.gen_reserve = std::max(N, P);
+  Session s(m, so);
+  std::vector<float> logits(m.config.vocab_size);
+  if (D > 0) s.prefill(random_tokens(D), logits.data());
+  using clock = std::chrono::steady_clock;
+  double secs = 0;
+  int count = 0;
+  if (P > 0) {
+    auto t0 = clock::now();
+    s.prefill(random_tokens(P), logits.data());
+    secs = std::chrono::duration<double>(clock::now() - t0).count();
+    count = P;
+  } else {
+    int tok = tokd(rng);
+    auto t0 = clock::now();
+    for (int i = 0; i < N; ++i) {
+      s.decode(tok, logits.data());
+      tok = Sampler::argmax(logits.data(), m.config.vocab_size);
+    }
+    secs = std::chrono::duration<double>(clock::now() - t0).count();
+    count = N;
+  }
+  row.kv_bytes = s.kv().bytes();
+  row.kv_full = s.kv().full_bytes(s.n_past());
+  row.peak = std::max(row.peak, weight_bytes(m) + s.peak_bytes());
+  return count / secs;
+}
+
+}  // namespace
+
+static int bench(const BenchArgs& a) {
+  auto m = load(a.model);
+  Profile prof;
+  SessionOptions so = session_options(a.kv, *m, prof);
+  std::vector<Row> rows;
+  for (int D : a.depth) {
+    for (int P : a.n_prompt)
+      if (P > 0) rows.push_back({"pp" + std::to_string(P), P, 0, D});
+    for (int N : a.n_gen)
+      if (N > 0) rows.push_back({"tg" + std::to_string(N), 0, N, D});
+  }
+  if (rows.empty()) throw Error("nothing to measure: -p and -n are both 0");
+  const std::string backend = "CPU";
+  const int threads = omp_get_max_threads();
+  const std::string budget = a.kv.method == "full" ? "-" : std::to_string(a.kv.budget);
+  if (!a.json) {
+    std::printf("| model | backend | threads | method | budget | test | t/s | kv held | kv full | peak |\n");
+    std::printf("| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |\n");
+  }
+  std::mt19937 rng(1234);
+  for (Row& r : rows) {
+    int64_t need = int64_t(r.depth) + r.n_prompt + r.n_gen;
+    if (need > m->config.context)
+      throw Error("test " + r.test + " at depth " + std::to_string(r.depth) + " needs " + std::to_string(need) +
+                  " positions, more than the model's context " + std::to_string(m->config.context));
+    if (!a.no_warmup) {
+      Row w;
+      one_rep(*m, so, std::min(r.n_prompt, 32), std::min(r.n_gen, 4), r.depth > 0 ? std::min(r.depth, 64) : 0, rng, w);
+    }
+    std::vector<double> tps;
+    for (int i = 0; i < a.reps; ++i) tps.push_back(one_rep(*m, so, r.n_prompt, r.n_gen, r.depth, rng, r));
+    std::sort(tps.begin(), tps.end());
+    r.tps = tps[tps.size() / 2];
+    std::string test = r.test + (r.depth ? " @ d" + std::to_string(r.depth) : "");
+    if (a.json) {
+      nlohmann::json j = {{"model", m->name},        {"backend", backend},       {"threads", threads},
+                          {"method", a.kv.method},    {"budget", a.kv.method == "full" ? 0 : a.kv.budget},
+                          {"test", r.n_prompt ? "pp" : "tg"}, {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen},
+                          {"depth", r.depth},         {"tokens_per_s", r.tps},    {"kv_bytes", r.kv_bytes},
+                          {"kv_bytes_full", r.kv_full}, {"peak_bytes", r.peak},   {"rss_peak_bytes", rss_peak()},
+                          {"reps", a.reps},           {"commit", CKV_COMMIT}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("| %s | %s | %d | %s | %s | %s | %.2f | %s | %s | %s |\n", m->name.c_str(), backend.c_str(),
+                  threads, a.kv.method.c_str(), budget.c_str(), test.c_str(), r.tps, human_bytes(r.kv_bytes).c_str(),
+                  human_bytes(r.kv_full).c_str(), human_bytes(r.peak).c_str());
+    }
+    std::fflush(stdout);
+  }
+  if (!a.json) std::printf("\nprocess peak RSS: %s; commit %s\n", human_bytes(rss_peak()).c_str(), CKV_COMMIT);
+  return 0;
+}
+
+CLI::App* add_bench(CLI::App& app, std::function<int()>& action) {
+  auto* a = new BenchArgs;
+  CLI::App* c = app.add_subcommand("bench", "prompt-processing and generation speed, llama-bench style");
+  add_model_args(c, a->model);
+  add_kv_args(c, a->kv);
+  c->add_option("-p,--n-prompt", a->n_prompt, "prompt tokens (0 leaves pp out; several values allowed)")->delimiter(',');
+  c->add_option("-n,--n-gen", a->n_gen, "generated tokens (0 leaves tg out)")->delimiter(',');
+  c->add_option("-d,--n-depth", a->depth, "context depth before each test")->delimiter(',');
+  c->add_option("-r,--repetitions", a->reps, "repetitions (median reported)")->check(CLI::PositiveNumber);
+  c->add_flag("--json", a->json, "one JSON object per test");
+  c->add_flag("--no-warmup", a->no_warmup, "skip the warm-up run");
+  c->callback([a, &action] { action = [a] { return bench(*a); }; });
+  return c;
+}
+
+}  // namespace ckv::cli

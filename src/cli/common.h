@@ -1,0 +1,49 @@
+// Options and set-up shared by the subcommands.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/session.h"
+#include "model/model.h"
+#include "profile/profile.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ckv::cli {
+
+struct ModelArgs {
+  std::string model;
+  std::string tokenizer;  // llama2.c tokenizer file
+  int threads = 0;        // 0 = all cores
+};
+void add_model_args(CLI::App* app, ModelArgs& a);
+// Loads the model and sets the thread count.
+std::unique_ptr<Model> load(const ModelArgs& a);
+// The model's tokenizer, or an error saying the model has none.
+std::unique_ptr<Tokenizer> tokenizer_for(const Model& m);
+
+struct KvArgs {
+  std::string method = "full";
+  int budget = 0;
+  int window = 8, kernel = 5, srh = 4, sinks = 4, beta = 20;
+  std::string pool = "avg";
+  float alpha = 0.2f;
+  std::string profile;
+  std::string dump_kept;
+};
+void add_kv_args(CLI::App* app, KvArgs& a);
+// Session options for these flags; loads and checks the profile into `prof`.
+SessionOptions session_options(const KvArgs& a, const Model& m, Profile& prof);
+// --kv-dump-kept: {"prompt_tokens": T, "layers": [[[...], ...], ...]}.
+void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens);
+
+// Prompt text from -p or -f (file contents), "" when neither.
+std::string prompt_text(const std::string& text, const std::string& file);
+std::string human_bytes(double b);
+// Resident set size of this process now and at its peak (bytes, /proc).
+size_t rss_now();
+size_t rss_peak();
+
+}  // namespace ckv::cli

@@ -1,0 +1,164 @@
+// compresskv run: generate text from a prompt (optionally as a chat turn).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "cli/common.h"
+#include "cli/subcommands.h"
+#include "engine/sampler.h"
+#include "tokenizer/chat_template.h"
+#include "util/error.h"
+
+namespace ckv::cli {
+
+namespace {
+
+struct RunArgs {
+  ModelArgs model;
+  KvArgs kv;
+  std::string prompt, file, system, chat_template;
+  bool chat = false, ignore_eos = false;
+  int n_predict = -1, ctx = 0;
+  float temp = 0.8f, top_p = 0.95f;
+  int top_k = 40;
+  int64_t seed = -1;
+  std::vector<std::string> stop;
+};
+
+// Holds back output that could be the start of a stop string.
+class StopFilter {
+ public:
+  explicit StopFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  // Appends text; returns what can be printed now; sets `hit` at a stop string.
+  std::string push(const std::string& s, bool& hit) {
+    buf_ += s;
+    size_t cut = std::string::npos;
+    for (auto& st : stops_)
+      if (!st.empty()) cut = std::min(cut, buf_.find(st));
+    if (cut != std::string::npos) {
+      hit = true;
+      std::string out = buf_.substr(0, cut);
+      buf_.clear();
+      return out;
+    }
+    size_t keep = 0;
+    for (auto& st : stops_)
+      for (size_t k = std::min(st.size() - 1, buf_.size()); k > keep; --k)
+        if (buf_.compare(buf_.size() - k, k, st, 0, k) == 0) {
+          keep = k;
+          break;
+        }
+    std::string out = buf_.substr(0, buf_.size() - keep);
+    buf_.erase(0, buf_.size() - keep);
+    return out;
+  }
+  std::string flush() { return std::exchange(buf_, {}); }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string buf_;
+};
+
+int run(const RunArgs& a) {
+  auto m = load(a.model);
+  auto tok = tokenizer_for(*m);
+  std::string text = prompt_text(a.prompt, a.file);
+  if (a.chat) {
+    const TokenizerData& v = m->vocab;
+    std::string bos_text = v.bos >= 0 ? v.tokens[v.bos] : "";
+    ChatTemplate t = make_chat_template(v.chat_template, bos_text, a.chat_template);
+    std::vector<ChatMessage> msgs;
+    if (!a.system.empty()) msgs.push_back({"system", a.system});
+    msgs.push_back({"user", text});
+    text = t.render(msgs, true);
+  }
+  std::vector<int> ids = tok->encode(text, true);
+  if (tok->add_bos() && tok->bos() >= 0 && (ids.empty() || ids[0] != tok->bos())) ids.insert(ids.begin(), tok->bos());
+  if (ids.empty()) {
+    if (tok->bos() < 0) throw Error("empty prompt and the model has no BOS token to start from: pass -p TEXT");
+    ids.push_back(tok->bos());
+  }
+
+  Profile prof;
+  SessionOptions so = session_options(a.kv, *m, prof);
+  so.n_ctx = a.ctx;
+  int n_ctx = a.ctx > 0 ? a.ctx : m->config.context;
+  if (static_cast<int64_t>(ids.size()) > n_ctx)
+    throw Error("prompt has " + std::to_string(ids.size()) + " tokens, more than the context size " +
+                std::to_string(n_ctx) + " (-c)");
+  int64_t room = n_ctx - static_cast<int64_t>(ids.size());
+  int64_t n_gen = a.n_predict < 0 ? room : std::min<int64_t>(a.n_predict, room);
+  so.gen_reserve = static_cast<int>(std::min<int64_t>(n_gen, 4096));
+  const bool tty = isatty(STDERR_FILENO);
+  if (tty && ids.size() > 512)
+    so.on_progress = [](int l, int L) { std::fprintf(stderr, "\rreading prompt: layer %d/%d", l + 1, L), std::fflush(stderr); };
+  Session s(*m, so);
+
+  SamplerParams sp;
+  sp.temperature = a.temp;
+  sp.top_k = a.top_k;
+  sp.top_p = a.top_p;
+  sp.seed = a.seed >= 0 ? static_cast<uint64_t>(a.seed) : std::random_device{}();
+  Sampler sampler(sp);
+
+  const int V = m->config.vocab_size;
+  std::vector<float> logits(V);
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  s.prefill(ids, logits.data());
+  auto t1 = clock::now();
+  if (tty && so.on_progress) std::fprintf(stderr, "\r\033[K");
+  if (!a.kv.dump_kept.empty()) dump_kept(a.kv.dump_kept, s, static_cast<int64_t>(ids.size()));
+
+  StreamDecoder dec(*tok);
+  StopFilter stops(a.stop);
+  int64_t generated = 0;
+  bool hit = false;
+  for (int64_t i = 0; i < n_gen && !hit; ++i) {
+    int next = sampler.sample(logits.data(), V);
+    ++generated;
+    if (!a.ignore_eos && tok->is_eog(next)) break;
+    std::fputs(stops.push(dec.push(next), hit).c_str(), stdout);
+    std::fflush(stdout);
+    if (hit || i + 1 == n_gen) break;
+    s.decode(next, logits.data());
+  }
+  if (!hit) std::fputs(stops.push(dec.flush(), hit).c_str(), stdout);
+  if (!hit) std::fputs(stops.flush().c_str(), stdout);
+  std::fputs("\n", stdout);
+  auto t2 = clock::now();
+  double pp_s = std::chrono::duration<double>(t1 - t0).count(), tg_s = std::chrono::duration<double>(t2 - t1).count();
+  std::fprintf(stderr, "prompt tokens: %zu, prompt tokens/s: %.2f, generated tokens: %lld, generated tokens/s: %.2f\n",
+               ids.size(), ids.size() / pp_s, static_cast<long long>(generated), generated / tg_s);
+  size_t held = s.kv().bytes(), full = s.kv().full_bytes(s.n_past() + 0);
+  std::fprintf(stderr, "kv cache (%s): %s held, full cache %s (%.1f%%)\n", a.kv.method.c_str(),
+               human_bytes(held).c_str(), human_bytes(full).c_str(), full ? 100.0 * held / full : 0.0);
+  return 0;
+}
+
+}  // namespace
+
+CLI::App* add_run(CLI::App& app, std::function<int()>& action) {
+  auto* a = new RunArgs;  // lives for the program's run
+  CLI::App* c = app.add_subcommand("run", "generate text from a prompt");
+  add_model_args(c, a->model);
+  add_kv_args(c, a->kv);
+  c->add_option("-p,--prompt", a->prompt, "prompt text");
+  c->add_option("-f,--file", a->file, "prompt file");
+  c->add_flag("--chat", a->chat, "wrap the prompt as one user message of the model's chat template");
+  c->add_option("--system", a->system, "system message (with --chat)");
+  c->add_option("--chat-template", a->chat_template, "chat template family: chatml, llama3, mistral, llama2");
+  c->add_option("-n,--n-predict", a->n_predict, "tokens to generate (-1: until end of sequence or context)");
+  c->add_option("-c,--ctx-size", a->ctx, "context size (default: the model's)");
+  c->add_option("--temp", a->temp, "temperature (0 = greedy)");
+  c->add_option("--top-k", a->top_k, "top-k (0 = off)");
+  c->add_option("--top-p", a->top_p, "top-p (1 = off)");
+  c->add_option("-s,--seed", a->seed, "random seed (default: random)");
+  c->add_option("--stop", a->stop, "stop at this string (repeatable)");
+  c->add_flag("--ignore-eos", a->ignore_eos, "do not stop at end-of-sequence tokens");
+  c->callback([a, &action] { action = [a] { return run(*a); }; });
+  return c;
+}
+
+}  // namespace ckv::cli

@@ -1,0 +1,35 @@
+// compresskv tokenize: token ids of a text as one JSON array (no BOS added).
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "cli/subcommands.h"
+
+namespace ckv::cli {
+
+CLI::App* add_tokenize(CLI::App& app, std::function<int()>& action) {
+  struct Args {
+    ModelArgs model;
+    std::string prompt, file;
+    bool no_special = false;
+  };
+  auto* a = new Args;
+  CLI::App* c = app.add_subcommand("tokenize", "print the token ids of a text as a JSON array");
+  add_model_args(c, a->model);
+  c->add_option("-p,--prompt", a->prompt, "text");
+  c->add_option("-f,--file", a->file, "text file");
+  c->add_flag("--no-parse-special", a->no_special, "treat special-token text as plain text");
+  c->callback([a, &action] {
+    action = [a] {
+      auto m = load(a->model);
+      auto tok = tokenizer_for(*m);
+      std::vector<int> ids = tok->encode(prompt_text(a->prompt, a->file), !a->no_special);
+      std::printf("%s\n", nlohmann::json(ids).dump().c_str());
+      return 0;
+    };
+  });
+  return c;
+}
+
+}  // namespace ckv::cli

@@ -1,0 +1,77 @@
+// Float register-tile kernels for the matmul of F32 / F16 / BF16 weights (and
+// of K-quant weights after dequantising a row block to f32). Internal to
+// matmul.cpp; AVX2 + FMA + F16C.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/quant_dot.h"
+
+namespace ckv::cpu::gemmf {
+
+// Row loaders: 8 values at element k as f32, or one value. Rows may sit at any
+// 2-byte alignment, so every access is an unaligned load or a memcpy.
+struct F32L {
+  static __m256 load8(const uint8_t* row, int64_t k) { return _mm256_loadu_ps(reinterpret_cast<const float*>(row + 4 * k)); }
+  static float load1(const uint8_t* row, int64_t k) {
+    float f;
+    std::memcpy(&f, row + 4 * k, 4);
+    return f;
+  }
+};
+struct F16L {
+  static __m256 load8(const uint8_t* row, int64_t k) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k)));
+  }
+  static float load1(const uint8_t* row, int64_t k) { return qdot::f16(row + 2 * k); }
+};
+struct BF16L {
+  static __m256 load8(const uint8_t* row, int64_t k) {
+    const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+  }
+  static float load1(const uint8_t* row, int64_t k) {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * k, 2);
+    const uint32_t u = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+// R rows x C tokens, dot-product form (both operands contiguous along k):
+// each converted weight vector feeds C FMAs and each x vector R FMAs.
+// w[r]: row bytes; x: [C][ldx] f32 tokens; y[c * ldy + r] receives the sums.
+template <class WL, int R, int C>
+inline void tile(const uint8_t* const* w, const float* x, int64_t ldx, int64_t cols, float* y, int64_t ldy) {
+  __m256 acc[R][C];
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < R; ++r)
+    _Pragma("GCC unroll 8")
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= cols; k += 8) {
+    __m256 wv[R];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; ++r) wv[r] = WL::load8(w[r], k);
+    _Pragma("GCC unroll 8")
+    for (int c = 0; c < C; ++c) {
+      const __m256 xv = _mm256_loadu_ps(x + c * ldx + k);
+      _Pragma("GCC unroll 8")
+      for (int r = 0; r < R; ++r) acc[r][c] = _mm256_fmadd_ps(wv[r], xv, acc[r][c]);
+    }
+  }
+  _Pragma("GCC unroll 8")
+  for (int c = 0; c < C; ++c)
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; ++r) {
+      float s = qdot::hsum8(acc[r][c]);
+      for (int64_t kk = k; kk < cols; ++kk) s += WL::load1(w[r], kk) * x[c * ldx + kk];
+      y[c * ldy + r] = s;
+    }
+}
+
+}  // namespace ckv::cpu::gemmf
