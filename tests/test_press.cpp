@@ -474,6 +474,43 @@ TEST(Press, Validation) {
 
 // ---- golden selection (the authors' compresskvCluster.update_kv) ------------
 
+// The selection step alone (2.1 step 8 + 2.3 budgets) on the authors' own
+// scores: top_plus_window over smollm2_long.scores.f32 must give their kept
+// sets for every case, budgets included (ties at the boundary excepted).
+TEST(Press, GoldenSelectionFromGoldenScores) {
+  CKV_REQUIRE_SHARED();
+  const std::string dir = test::shared_dir() + "/golden/compresskv/";
+  auto g = test::read_json(dir + "smollm2_long.selection.json");
+  auto scores = test::read_f32(dir + "smollm2_long.scores.f32");
+  const int T = g["prompt_tokens"], w = g["window"];
+  const int NL = g["scores_shape"][0], n = g["scores_shape"][1];
+  ASSERT_EQ(n, T - w);
+  ASSERT_EQ(scores.size(), static_cast<size_t>(NL) * n);
+  int n_cases = 0;
+  for (const auto& c : g["cases"]) {
+    auto budgets = c["budgets"].get<std::vector<int>>();
+    if (c.contains("layer_score")) {
+      EXPECT_EQ(error_aware_budgets(c["layer_score"].get<std::vector<double>>(), c["average_budget"]), budgets);
+    }
+    for (int l = 0; l < NL; ++l) {
+      const float* sc = scores.data() + static_cast<size_t>(l) * n;
+      auto got = press::top_plus_window(sc, T, w, budgets[l]);
+      auto want = c["kept"][l].get<std::vector<int32_t>>();
+      ASSERT_EQ(got.size(), want.size()) << "case " << n_cases << " layer " << l;
+      if (got == want) continue;
+      // Exchanges allowed only among positions within 1e-6 relative of the last kept score.
+      float last = std::numeric_limits<float>::infinity();
+      for (int j : want)
+        if (j < n) last = std::min(last, sc[j]);
+      std::vector<int32_t> diff;
+      std::set_symmetric_difference(got.begin(), got.end(), want.begin(), want.end(), std::back_inserter(diff));
+      for (int j : diff) EXPECT_NEAR(sc[j], last, 1e-6 * last) << "case " << n_cases << " layer " << l << " pos " << j;
+    }
+    ++n_cases;
+  }
+  EXPECT_EQ(n_cases, 4);
+}
+
 TEST(Press, GoldenSmolLM2Selection) {
   CKV_REQUIRE_SHARED();
   // Needs SmolLM2's post-RoPE Q/K on the long prompt, which the engine

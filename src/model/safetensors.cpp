@@ -24,10 +24,17 @@ static DType to_dtype(const std::string& s) {
   return DType::BF16;
 }
 
+// A JSON value for an error message, cut short: a corrupt header can hold
+// megabytes in one value.
+static std::string brief(const std::string& text, size_t limit = 80) {
+  return text.size() <= limit ? text : text.substr(0, limit) + "...";
+}
+static std::string brief(const json& v) { return brief(v.dump(-1, ' ', false, json::error_handler_t::replace)); }
+
 // A JSON value as a non-negative integer; anything else (negative, float,
 // string) is refused with `what` in the message.
 static uint64_t get_u64(const json& v, const std::string& path, const std::string& what) {
-  if (!v.is_number_unsigned()) throw file_error(path, what + " must be a non-negative integer, found " + v.dump());
+  if (!v.is_number_unsigned()) throw file_error(path, what + " must be a non-negative integer, found " + brief(v));
   return v.get<uint64_t>();
 }
 
@@ -50,7 +57,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(MappedFile::op
   try {
     header = json::parse(base + 8, base + 8 + hlen);
   } catch (const json::exception& e) {
-    throw file_error(path, std::string("header is not valid JSON: ") + e.what());
+    throw file_error(path, "header is not valid JSON: " + brief(e.what(), 240));
   }
   if (!header.is_object()) throw file_error(path, "header is not a JSON object");
 
@@ -71,7 +78,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(MappedFile::op
         if (m.value().is_string()) metadata_[m.key()] = m.value().get<std::string>();
       continue;
     }
-    const std::string where = "tensor '" + name + "'";
+    const std::string where = "tensor '" + brief(name) + "'";
     if (!info.is_object()) throw file_error(path, where + ": entry is not an object");
     for (const char* key : {"dtype", "shape", "data_offsets"})
       if (!info.contains(key)) throw file_error(path, where + ": missing " + key);
@@ -81,7 +88,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(MappedFile::op
     const std::string dtype = jd.get<std::string>();
     const int esize = safetensors_dtype_size(dtype);
     if (esize == 0)
-      throw file_error(path, where + ": dtype " + dtype + " is not supported (only F32, F16 and BF16)");
+      throw file_error(path, where + ": dtype " + brief(dtype) + " is not supported (only F32, F16 and BF16)");
 
     const json& js = info["shape"];
     if (!js.is_array()) throw file_error(path, where + ": shape is not an array");
@@ -91,12 +98,12 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(MappedFile::op
       uint64_t n = get_u64(d, path, where + ": shape entry");
       // Each dimension must fit int64 on its own (a zero elsewhere would hide it).
       if (n > uint64_t(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, n, &numel))
-        throw file_error(path, where + ": shape " + js.dump() + " is too large");
+        throw file_error(path, where + ": shape " + brief(js) + " is too large");
       shape.push_back(static_cast<int64_t>(n));
     }
     uint64_t nbytes = 0;
     if (__builtin_mul_overflow(numel, uint64_t(esize), &nbytes))
-      throw file_error(path, where + ": shape " + js.dump() + " is too large");
+      throw file_error(path, where + ": shape " + brief(js) + " is too large");
 
     const json& jo = info["data_offsets"];
     if (!jo.is_array() || jo.size() != 2) throw file_error(path, where + ": data_offsets is not [begin, end]");
@@ -108,7 +115,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(MappedFile::op
       throw file_error(path, where + ": data_offsets end " + std::to_string(e) + " is past the end of the data (" +
                                  std::to_string(data_size) + " bytes)");
     if (e - b != nbytes)
-      throw file_error(path, where + ": " + dtype + " " + js.dump() + " needs " + std::to_string(nbytes) +
+      throw file_error(path, where + ": " + dtype + " " + brief(js) + " needs " + std::to_string(nbytes) +
                                  " bytes, data_offsets give " + std::to_string(e - b));
 
     Tensor t;
@@ -123,7 +130,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(MappedFile::op
   }
 
   // Tensors may not share bytes: overlapping ranges mean a corrupt header.
-  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) { return x.begin < y.begin; });
+  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) {
+    return x.begin != y.begin ? x.begin < y.begin : x.end < y.end;  // empty tensors first
+  });
   for (size_t i = 1; i < spans.size(); ++i)
     if (spans[i].begin < spans[i - 1].end)
       throw file_error(path, "tensors '" + tensors_[spans[i - 1].idx].name + "' and '" + tensors_[spans[i].idx].name +

@@ -206,10 +206,14 @@ TokenizerData read_hf_tokenizer(const std::string& dir) {
     if (cfg.is_object() && cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()) {
       d.add_bos = cfg["add_bos_token"].get<bool>();
     } else {
-      // HF adds BOS through the post-processor template when it lists it.
+      // HF adds BOS through the post-processor template when it lists it;
+      // without one, SentencePiece-style tokenizers add it (LlamaTokenizer).
       const json pp = tj.value("post_processor", json());
-      std::string dumped = pp.is_null() ? "" : pp.dump();
-      d.add_bos = d.bos >= 0 && dumped.find("\"id\":\"" + d.tokens[d.bos] + "\"") != std::string::npos;
+      if (pp.is_null()) {
+        d.add_bos = d.bos >= 0 && d.kind == "spm";
+      } else {
+        d.add_bos = d.bos >= 0 && pp.dump().find("\"id\":\"" + d.tokens[d.bos] + "\"") != std::string::npos;
+      }
     }
     if (cfg.is_object() && cfg.contains("chat_template")) {
       const json& ct = cfg["chat_template"];

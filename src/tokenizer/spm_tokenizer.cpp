@@ -110,7 +110,7 @@ class SpmTokenizer : public Tokenizer {
   void encode_text(std::string_view s, std::vector<int>& out) const {
     std::vector<size_t> lens;
     for (size_t i = 0; i < s.size();) {
-      size_t n = std::min(utf8::seq_len(static_cast<unsigned char>(s[i])), s.size() - i);
+      size_t n = utf8::char_len(s, i);
       lens.push_back(n);
       i += n;
     }

@@ -17,6 +17,16 @@ inline size_t seq_len(unsigned char lead) {
   return 1;
 }
 
+// Bytes of the character at s[i]: seq_len when the continuation bytes are
+// there, else 1 (a broken sequence splits into single bytes).
+inline size_t char_len(std::string_view s, size_t i) {
+  size_t n = seq_len(static_cast<unsigned char>(s[i]));
+  if (i + n > s.size()) return 1;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 1;
+  return n;
+}
+
 std::string encode(uint32_t cp);
 
 // Length of the longest prefix of s that does not end inside a UTF-8 sequence

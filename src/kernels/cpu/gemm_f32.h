@@ -4,6 +4,7 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -69,7 +70,10 @@ inline void tile(const uint8_t* const* w, const float* x, int64_t ldx, int64_t c
     _Pragma("GCC unroll 8")
     for (int r = 0; r < R; ++r) {
       float s = qdot::hsum8(acc[r][c]);
-      for (int64_t kk = k; kk < cols; ++kk) s += WL::load1(w[r], kk) * x[c * ldx + kk];
+      // Explicit fma: with -ffp-contract=fast (gnu++20) the compiler would
+      // contract or not depending on inlining, and results would differ
+      // between the direct and the buffered path.
+      for (int64_t kk = k; kk < cols; ++kk) s = std::fma(WL::load1(w[r], kk), x[c * ldx + kk], s);
       y[c * ldy + r] = s;
     }
 }
