@@ -40,8 +40,9 @@ void check_topk(const std::vector<float>& lg, int V, const nlohmann::json& ids, 
       double d = std::fabs(row[ids[p][k].get<int>()] - vals[p][k].get<double>());
       worst = std::max(worst, d);
     }
-    if (vals[p][0].get<double>() - vals[p][1].get<double>() > gap)
+    if (vals[p][0].get<double>() - vals[p][1].get<double>() > gap) {
       EXPECT_EQ(Sampler::argmax(row, V), ids[p][0].get<int>()) << what << " position " << p;
+    }
   }
   EXPECT_LE(worst, tol) << what << ": max abs logit error";
   std::printf("%s: max abs error over top-k logits %.3g\n", what.c_str(), worst);

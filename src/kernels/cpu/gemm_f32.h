@@ -43,6 +43,57 @@ struct BF16L {
   }
 };
 
+// 32-element quantised blocks, dequantised 8 values at a time exactly as the
+// reference dequantiser does (d*q and d*q + m are exact in f32 here, so the
+// FMA gives the same bits): the products stay fp32 end to end.
+inline __m256 nibbles8(const uint8_t* qs, int64_t j) {
+  // Elements 0..15 are low nibbles of bytes 0..15, 16..31 high nibbles.
+  uint64_t v;
+  std::memcpy(&v, qs + (j & 15), 8);
+  __m128i b = _mm_cvtsi64_si128(static_cast<long long>(v));
+  if (j >= 16) b = _mm_srli_epi16(b, 4);
+  b = _mm_and_si128(b, _mm_set1_epi8(0x0F));
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+}
+struct Q8_0L {
+  static __m256 load8(const uint8_t* row, int64_t k) {
+    const uint8_t* b = row + (k >> 5) * 34;
+    uint64_t v;
+    std::memcpy(&v, b + 2 + (k & 31), 8);
+    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(static_cast<long long>(v))));
+    return _mm256_mul_ps(_mm256_set1_ps(qdot::f16(b)), q);
+  }
+  static float load1(const uint8_t* row, int64_t k) {
+    const uint8_t* b = row + (k >> 5) * 34;
+    return qdot::f16(b) * static_cast<float>(static_cast<int8_t>(b[2 + (k & 31)]));
+  }
+};
+struct Q4_0L {
+  static __m256 load8(const uint8_t* row, int64_t k) {
+    const uint8_t* b = row + (k >> 5) * 18;
+    const __m256 q = _mm256_sub_ps(nibbles8(b + 2, k & 31), _mm256_set1_ps(8.0f));
+    return _mm256_mul_ps(q, _mm256_set1_ps(qdot::f16(b)));
+  }
+  static float load1(const uint8_t* row, int64_t k) {
+    const uint8_t* b = row + (k >> 5) * 18;
+    int j = k & 31;
+    int q = j < 16 ? (b[2 + j] & 0x0F) : (b[2 + j - 16] >> 4);
+    return static_cast<float>(q - 8) * qdot::f16(b);
+  }
+};
+struct Q4_1L {
+  static __m256 load8(const uint8_t* row, int64_t k) {
+    const uint8_t* b = row + (k >> 5) * 20;
+    return _mm256_fmadd_ps(_mm256_set1_ps(qdot::f16(b)), nibbles8(b + 4, k & 31), _mm256_set1_ps(qdot::f16(b + 2)));
+  }
+  static float load1(const uint8_t* row, int64_t k) {
+    const uint8_t* b = row + (k >> 5) * 20;
+    int j = k & 31;
+    int q = j < 16 ? (b[4 + j] & 0x0F) : (b[4 + j - 16] >> 4);
+    return std::fma(qdot::f16(b), static_cast<float>(q), qdot::f16(b + 2));
+  }
+};
+
 // R rows x C tokens, dot-product form (both operands contiguous along k):
 // each converted weight vector feeds C FMAs and each x vector R FMAs.
 // w[r]: row bytes; x: [C][ldx] f32 tokens; y[c * ldy + r] receives the sums.

@@ -8,9 +8,9 @@ namespace ckv::cpu {
 
 // y[i][r] = sum_c W[r][c] * x[i][c] for i < n, r < W.rows(), c < W.cols().
 // x: [n][W.cols()] f32, y: [n][W.rows()] f32 (overwritten).
-// Small n (decode): activations are quantised to 8 bits per block and dotted
-// with the quantised weights directly. Large n (prefill): weight tiles are
-// dequantised and multiplied with BLAS sgemm.
+// All in fp32 on exactly dequantised weights. Small n (decode): weights are
+// dequantised in registers inside FMA tiles. Large n (prefill): row blocks are
+// dequantised once and multiplied with BLAS sgemm.
 void matmul(const Tensor& W, const float* x, int64_t n, float* y);
 
 // Reference: dequantise W fully and loop in double. For tests only.

@@ -4,8 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
 namespace ckv::cpu {
+
+void init_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
 
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, int dim, float eps) {
 #pragma omp parallel for schedule(static) if (n > 16)
@@ -137,6 +143,7 @@ void attention(const float* q, const float* k_new, const float* v_new, int64_t n
     return;
   }
 
+  init_blas();
   // Prefill: blocks of query rows; scores and outputs by sgemm (single-threaded
   // BLAS inside our own parallel loop over heads and blocks).
   const int64_t B = 64;

@@ -8,6 +8,10 @@
 
 namespace ckv::cpu {
 
+// BLAS runs single-threaded inside our own OpenMP loops (its pthreads would
+// fight OpenMP's for the same cores). Idempotent.
+void init_blas();
+
 // y[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, for n rows of dim. y may alias x.
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, int dim, float eps);
 
