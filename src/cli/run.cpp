@@ -126,7 +126,7 @@ int run(const RunArgs& a) {
   }
   if (!hit) std::fputs(stops.push(dec.flush(), hit).c_str(), stdout);
   if (!hit) std::fputs(stops.flush().c_str(), stdout);
-  std::fputs("\n", stdout);
+  if (generated > 0) std::fputs("\n", stdout);  // as llama2.c ends its output
   auto t2 = clock::now();
   double pp_s = std::chrono::duration<double>(t1 - t0).count(), tg_s = std::chrono::duration<double>(t2 - t1).count();
   std::fprintf(stderr, "prompt tokens: %zu, prompt tokens/s: %.2f, generated tokens: %lld, generated tokens/s: %.2f\n",
