@@ -137,7 +137,8 @@ static int bench(const BenchArgs& a) {
 }
 
 CLI::App* add_bench(CLI::App& app, std::function<int()>& action) {
-  auto* a = new BenchArgs;
+  static BenchArgs args;  // lives for the program's run
+  auto* a = &args;
   CLI::App* c = app.add_subcommand("bench", "prompt-processing and generation speed, llama-bench style");
   add_model_args(c, a->model);
   add_kv_args(c, a->kv);

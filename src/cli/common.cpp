@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -96,6 +97,8 @@ void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens)
 std::string prompt_text(const std::string& text, const std::string& file) {
   if (!text.empty() && !file.empty()) throw Error("give either -p TEXT or -f FILE, not both");
   if (!file.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(file, ec)) throw Error(file + ": not a readable regular file (-f)");
     std::ifstream f(file, std::ios::binary);
     if (!f) throw Error(file + ": cannot read the prompt file");
     std::ostringstream ss;

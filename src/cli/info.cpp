@@ -9,7 +9,8 @@
 namespace ckv::cli {
 
 CLI::App* add_info(CLI::App& app, std::function<int()>& action) {
-  auto* a = new ModelArgs;
+  static ModelArgs args;  // lives for the program's run
+  auto* a = &args;
   CLI::App* c = app.add_subcommand("info", "print a model's architecture and settings");
   add_model_args(c, *a);
   c->callback([a, &action] {

@@ -16,7 +16,8 @@ CLI::App* add_perplexity(CLI::App& app, std::function<int()>& action) {
     std::string file;
     int ctx = 0;
   };
-  auto* a = new Args;
+  static Args args;  // lives for the program's run
+  auto* a = &args;
   CLI::App* c = app.add_subcommand("perplexity", "mean negative log-likelihood and perplexity of a file");
   add_model_args(c, a->model);
   c->add_option("-f,--file", a->file, "text file")->required();

@@ -12,7 +12,8 @@ CLI::App* add_profile(CLI::App& app, std::function<int()>& action) {
     ModelArgs model;
     std::string heads, scores, out;
   };
-  auto* a = new Args;
+  static Args args;  // lives for the program's run
+  auto* a = &args;
   CLI::App* c = app.add_subcommand("profile", "model profiles for --kv-method compresskv");
   c->require_subcommand(1);
   CLI::App* imp = c->add_subcommand("import", "build a profile from the authors' published files");

@@ -131,7 +131,8 @@ int run(const RunArgs& a) {
   double pp_s = std::chrono::duration<double>(t1 - t0).count(), tg_s = std::chrono::duration<double>(t2 - t1).count();
   std::fprintf(stderr, "prompt tokens: %zu, prompt tokens/s: %.2f, generated tokens: %lld, generated tokens/s: %.2f\n",
                ids.size(), ids.size() / pp_s, static_cast<long long>(generated), generated / tg_s);
-  size_t held = s.kv().bytes(), full = s.kv().full_bytes(s.n_past() + 0);
+  // Against a full cache with the same room for generated tokens.
+  size_t held = s.kv().bytes(), full = s.kv().full_bytes(static_cast<int64_t>(ids.size()) + so.gen_reserve);
   std::fprintf(stderr, "kv cache (%s): %s held, full cache %s (%.1f%%)\n", a.kv.method.c_str(),
                human_bytes(held).c_str(), human_bytes(full).c_str(), full ? 100.0 * held / full : 0.0);
   return 0;
@@ -140,7 +141,8 @@ int run(const RunArgs& a) {
 }  // namespace
 
 CLI::App* add_run(CLI::App& app, std::function<int()>& action) {
-  auto* a = new RunArgs;  // lives for the program's run
+  static RunArgs args;  // lives for the program's run
+  auto* a = &args;
   CLI::App* c = app.add_subcommand("run", "generate text from a prompt");
   add_model_args(c, a->model);
   add_kv_args(c, a->kv);

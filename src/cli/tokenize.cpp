@@ -14,7 +14,8 @@ CLI::App* add_tokenize(CLI::App& app, std::function<int()>& action) {
     std::string prompt, file;
     bool no_special = false;
   };
-  auto* a = new Args;
+  static Args args;  // lives for the program's run
+  auto* a = &args;
   CLI::App* c = app.add_subcommand("tokenize", "print the token ids of a text as a JSON array");
   add_model_args(c, a->model);
   c->add_option("-p,--prompt", a->prompt, "text");

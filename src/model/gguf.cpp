@@ -179,7 +179,7 @@ TensorInfo read_tensor_info(Reader& r, uint64_t index) {
     numel *= int64_t(ne[i]);
   }
   uint32_t type = r.get<uint32_t>(what + " type");
-  if (!dtype_supported(type)) r.fail(what + ": unsupported tensor type " + dtype_name(type));
+  if (!dtype_supported(type)) r.fail(what + ": unsupported tensor type " + (dtype_name(type).rfind("type ", 0) == 0 ? std::to_string(type) : dtype_name(type)));
   ti.t.type = DType(type);
   const int64_t qk = dtype_block_elems(ti.t.type);
   if (int64_t(ne[0]) % qk != 0)

@@ -28,8 +28,17 @@ void load_gguf_model(Model& m, const std::string& path) {
   if (c.n_heads <= 0 || c.n_layers <= 0 || c.dim <= 0 || c.n_layers > 4096 || c.n_heads > 4096)
     throw file_error(path, "invalid dimensions in metadata: " + std::to_string(c.n_layers) + " layers, " +
                                std::to_string(c.n_heads) + " heads, embedding " + std::to_string(c.dim));
-  c.head_dim = static_cast<int>(f->get_int(key("attention.key_length"), c.dim / c.n_heads));
-  c.context = static_cast<int>(f->get_int(key("context_length"), 4096));
+  if (!f->has(key("attention.key_length")) && c.dim % c.n_heads != 0)
+    throw file_error(path, key("attention.head_count") + " " + std::to_string(c.n_heads) +
+                               " does not divide the embedding length " + std::to_string(c.dim));
+  int64_t head_dim = f->get_int(key("attention.key_length"), c.dim / c.n_heads);
+  int64_t context = f->get_int(key("context_length"), 4096);
+  if (head_dim <= 0 || head_dim > 4096)
+    throw file_error(path, key("attention.key_length") + " out of range: " + std::to_string(head_dim));
+  if (context <= 0 || context > (int64_t(1) << 30))
+    throw file_error(path, key("context_length") + " out of range: " + std::to_string(context));
+  c.head_dim = static_cast<int>(head_dim);
+  c.context = static_cast<int>(context);
   c.norm_eps = static_cast<float>(f->get_float(key("attention.layer_norm_rms_epsilon"), 1e-5));
   c.rope.theta = static_cast<float>(f->get_float(key("rope.freq_base"), 10000.0));
   int64_t rope_dims = f->get_int(key("rope.dimension_count"), c.head_dim);

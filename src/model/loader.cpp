@@ -67,6 +67,7 @@ void validate_model(const Model& m) {
          ", ffn " + std::to_string(c.hidden_dim) + ", heads " + std::to_string(c.n_heads) + ", kv heads " +
          std::to_string(c.n_kv_heads) + ", head dim " + std::to_string(c.head_dim) + ", vocab " +
          std::to_string(c.vocab_size));
+  if (c.context <= 0) fail("invalid context length " + std::to_string(c.context));
   if (c.n_heads % c.n_kv_heads != 0)
     fail("heads (" + std::to_string(c.n_heads) + ") not a multiple of KV heads (" + std::to_string(c.n_kv_heads) + ")");
   if (c.head_dim % 2 != 0) fail("head dim " + std::to_string(c.head_dim) + " is odd; RoPE needs pairs");
@@ -139,7 +140,12 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     load_gguf_model(*m, path);
   } else {
     m->format = "llama2c";
-    load_llama2c_model(*m, path, opt.tokenizer_path);
+    try {
+      load_llama2c_model(*m, path, opt.tokenizer_path);
+    } catch (const Error& e) {
+      // Anything without GGUF magic is tried as llama2.c: say both.
+      throw Error(std::string(e.what()) + " (the file is neither GGUF, whose magic is \"GGUF\", nor a valid llama2.c checkpoint)");
+    }
   }
   if (m->name.empty()) m->name = fs::path(path).filename().string();
   validate_model(*m);

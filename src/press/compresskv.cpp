@@ -45,7 +45,7 @@ std::unique_ptr<Press> make_compresskv(const PressParams& p, const PressShape& s
   if (!prof)
     throw Error(
         "--kv-method compresskv needs a model profile: pass --kv-profile FILE (made by `compresskv profile import` "
-        "from the authors' published files, or by `compresskv identify-heads`/`profile-layers`)");
+        "from the CompressKV authors' published head rankings and layer scores)");
   if (p.n_srh < 1 || p.n_srh > s.n_heads)
     throw Error("--kv-srh " + std::to_string(p.n_srh) + " is out of range [1, " + std::to_string(s.n_heads) +
                 "] (query heads per layer)");
