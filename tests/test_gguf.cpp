@@ -363,7 +363,7 @@ TEST(GGUF, TensorInfoErrors) {
   expect_error(with([](Small& s) { s.tensors[2].type = 6; }),
                {"tensor blk.0.attn_q.weight: unsupported tensor type Q5_0"});
   expect_error(with([](Small& s) { s.tensors[2].type = 99; }),
-               {"tensor blk.0.attn_q.weight: unsupported tensor type type 99"});
+               {"tensor blk.0.attn_q.weight: unsupported tensor type 99"});
   expect_error(with([](Small& s) { s.tensors[0].ne = {}; }), {"tok_embd.weight", "n_dims", "found 0"});
   expect_error(with([](Small& s) { s.tensors[0].ne = {8, 3, 1, 1, 1}; }), {"tok_embd.weight", "n_dims", "found 5"});
   expect_error(with([](Small& s) { s.tensors[0].ne = {8, 0}; }), {"tok_embd.weight", "dimension 1", "found 0"});

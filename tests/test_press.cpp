@@ -448,7 +448,7 @@ TEST(Press, Validation) {
   EXPECT_EQ(error_of("full", params(0), s, nullptr), "");  // full ignores the budget
   EXPECT_EQ(error_of("compresskv", params(64), s, nullptr),
             "--kv-method compresskv needs a model profile: pass --kv-profile FILE (made by `compresskv profile "
-            "import` from the authors' published files, or by `compresskv identify-heads`/`profile-layers`)");
+            "import` from the CompressKV authors' published head rankings and layer scores)");
   PressParams p = params(64);
   p.n_srh = 0;
   EXPECT_NE(error_of("compresskv", p, s, &prof).find("--kv-srh"), std::string::npos);
