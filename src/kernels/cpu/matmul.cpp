@@ -5,8 +5,10 @@
 //   reference does: 8-bit activation quantisation (llama.cpp's way) moved
 //   SmolLM2's logits by ~0.6, far outside the golden tolerance of 1e-2.
 // - Small n (decode, memory-bound): FMA register tiles read the weights in
-//   place (Q4_0/Q4_1/Q8_0/F16/BF16 dequantised 8 values at a time in
-//   registers); K-quants go through a row-block buffer.
+//   place. Q4_0/Q4_1/Q8_0 are dequantised a whole 32-block at a time in
+//   registers (scales converted once per block, 4 x 8 f32 per block, reused
+//   across the tile's tokens); F16/BF16 8 values at a time; K-quants go
+//   through a row-block buffer.
 // - Large n (prefill, compute-bound): a block of rows is dequantised to f32
 //   once and multiplied with all tokens by single-threaded sgemm.
 // - Threads: rows are cut into blocks handed out with schedule(static), so
@@ -65,8 +67,60 @@ void f_block(RowP rowp, int64_t nr, const float* x, int64_t n, int64_t cols, flo
   }
 }
 
-// Converts rows of F16 / BF16 (SIMD) or anything else (reference dequantiser)
-// to f32.
+// ---- Q8_0 / Q4_0 / Q4_1 read in place, a 32-block at a time ---------------
+
+// sx: per token and block, 8 floats [0, s/4, 0, s/4, ...] (see qtile).
+template <class QB, int R, int C, int A, class RowP>
+void q_rows(RowP rowp, int64_t nr, const float* x, const float* sx, int64_t cols, int64_t t, float* y, int64_t rows,
+            int64_t r0) {
+  const float* xt = x + t * cols;
+  float* yt = y + t * rows + r0;
+  const int64_t nb = cols / 32;
+  const float* sxt = sx + t * nb * 8;
+  const int64_t pf = 2 * R * nb * QB::kBytes;  // two tiles ahead: see qtile
+  int64_t r = 0;
+  for (; r + R <= nr; r += R) {
+    const uint8_t* w[R];
+    for (int i = 0; i < R; ++i) w[i] = rowp(r + i);
+    gemmf::qtile<QB, R, C, A>(w, xt, cols, sxt, nb, yt + r, rows, pf);
+  }
+  for (; r < nr; ++r) {
+    const uint8_t* w[1] = {rowp(r)};
+    gemmf::qtile<QB, 1, C, 2>(w, xt, cols, sxt, nb, yt + r, rows, pf);
+  }
+}
+
+// Token groups of 4 then the remainder. Tile shapes (rows x tokens x
+// accumulators) keep R*C*A = 8: see qtile. C = 4 expands each weight block
+// once for 4 tokens, so n = 2..8 costs little more than n = 1 in weight
+// expansion and memory traffic (the 32-row block stays in L1/L2 between the
+// token groups).
+template <class QB, class RowP>
+void q_block(RowP rowp, int64_t nr, const float* x, const float* sx, int64_t n, int64_t cols, float* y, int64_t rows,
+             int64_t r0) {
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) q_rows<QB, 2, 4, 1>(rowp, nr, x, sx, cols, t, y, rows, r0);
+  switch (n - t) {
+    case 1: q_rows<QB, 4, 1, 2>(rowp, nr, x, sx, cols, t, y, rows, r0); break;
+    case 2: q_rows<QB, 4, 2, 1>(rowp, nr, x, sx, cols, t, y, rows, r0); break;
+    case 3: q_rows<QB, 2, 3, 1>(rowp, nr, x, sx, cols, t, y, rows, r0); break;
+    default: break;
+  }
+}
+
+// Q blocks to f32 with the same exact whole-block expansion (faster than the
+// scalar reference dequantiser; same bits).
+template <class QB>
+void q_to_f32(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t k = 0; k < n; k += 32) {
+    __m256 w[4];
+    QB::load(src + (k / 32) * QB::kBytes, w);
+    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(dst + k + 8 * i, w[i]);
+  }
+}
+
+// Converts rows of F16 / BF16 / Q8_0 / Q4_0 / Q4_1 (SIMD) or anything else
+// (reference dequantiser) to f32.
 void to_f32(DType type, const uint8_t* src, float* dst, int64_t n) {
   int64_t k = 0;
   if (type == DType::F16) {
@@ -75,6 +129,12 @@ void to_f32(DType type, const uint8_t* src, float* dst, int64_t n) {
   } else if (type == DType::BF16) {
     for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, gemmf::BF16L::load8(src, k));
     for (; k < n; ++k) dst[k] = gemmf::BF16L::load1(src, k);
+  } else if (type == DType::Q8_0) {
+    q_to_f32<gemmf::Q8_0B>(src, dst, n);
+  } else if (type == DType::Q4_0) {
+    q_to_f32<gemmf::Q4_0B>(src, dst, n);
+  } else if (type == DType::Q4_1) {
+    q_to_f32<gemmf::Q4_1B>(src, dst, n);
   } else {
     dequantize_row(type, src, dst, n);
   }
@@ -87,6 +147,22 @@ void matmul_f(const Tensor& W, const float* x, int64_t n, float* y) {
   const DType type = W.type;
   const bool direct = type != DType::Q4_K && type != DType::Q5_K && type != DType::Q6_K;
   const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
+  // Per token and 32-block: [0, s/4, 0, s/4, ...] with s the block's sum of
+  // x, for the m * sum(x) term of Q4_1 (see gemmf::qtile). Once per call.
+  static thread_local std::vector<float> sxbuf;
+  const float* sx = nullptr;
+  if (type == DType::Q4_1) {
+    const int64_t nb = cols / 32;
+    sxbuf.assign(size_t(n * nb * 8), 0.0f);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t b = 0; b < nb; ++b) {
+        __m256 v = _mm256_loadu_ps(x + t * cols + 32 * b);
+        for (int i = 1; i < 4; ++i) v = _mm256_add_ps(v, _mm256_loadu_ps(x + t * cols + 32 * b + 8 * i));
+        const float s = qdot::hsum8(v) * 0.25f;
+        for (int i = 1; i < 8; i += 2) sxbuf[size_t((t * nb + b) * 8 + i)] = s;
+      }
+    sx = sxbuf.data();
+  }
 #pragma omp parallel
   {
     static thread_local std::vector<float> buf;
@@ -99,9 +175,9 @@ void matmul_f(const Tensor& W, const float* x, int64_t n, float* y) {
         switch (type) {
           case DType::F32: f_block<gemmf::F32L>(wrow, nr, x, n, cols, y, rows, r0); break;
           case DType::F16: f_block<gemmf::F16L>(wrow, nr, x, n, cols, y, rows, r0); break;
-          case DType::Q8_0: f_block<gemmf::Q8_0L>(wrow, nr, x, n, cols, y, rows, r0); break;
-          case DType::Q4_0: f_block<gemmf::Q4_0L>(wrow, nr, x, n, cols, y, rows, r0); break;
-          case DType::Q4_1: f_block<gemmf::Q4_1L>(wrow, nr, x, n, cols, y, rows, r0); break;
+          case DType::Q8_0: q_block<gemmf::Q8_0B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
+          case DType::Q4_0: q_block<gemmf::Q4_0B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
+          case DType::Q4_1: q_block<gemmf::Q4_1B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
           default: f_block<gemmf::BF16L>(wrow, nr, x, n, cols, y, rows, r0); break;
         }
       } else {
