@@ -2,9 +2,7 @@
 //
 // Not built by CMake. Build by hand from the repository root:
 //   g++ -std=c++20 -O2 -march=x86-64-v3 -fopenmp -Isrc bench/bench_matmul.cpp
-//       src/kernels/cpu/matmul.cpp 
-//       src/model/quant.cpp src/model/tensor.cpp
-//       -lbenchmark -lpthread -o build/bench_matmul     (one command line)
+//       build/libckv.a -lopenblas -lbenchmark -lpthread -o build/bench_matmul
 //   OMP_NUM_THREADS=2 build/bench_matmul --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true
 // or add to CMakeLists.txt:
