@@ -1,6 +1,7 @@
 #include "kernels/cpu/ops.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -82,23 +83,33 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
+// q.k over hd floats; AVX2 when hd is a multiple of 8 (the compiler may not
+// reassociate a float reduction on its own).
+static inline float dot(const float* a, const float* b, int hd) {
+  if (hd % 8 == 0) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int c = 0; c < hd; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), acc);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  float d = 0;
+  for (int c = 0; c < hd; ++c) d += a[c] * b[c];
+  return d;
+}
+
 // One query row against keys: softmax(q.k / sqrt(d)) v, over a prefix of
 // plen keys and nnew new keys (new keys strided by kstride floats).
 static void attend_row(const float* q, const float* pk, const float* pv, int plen, const float* nk,
                        const float* nv, int nnew, int kstride, int hd, float scale, float* s, float* out) {
   float mx = -INFINITY;
   for (int j = 0; j < plen; ++j) {
-    const float* k = pk + static_cast<int64_t>(j) * hd;
-    float d = 0;
-    for (int c = 0; c < hd; ++c) d += q[c] * k[c];
-    s[j] = d * scale;
+    s[j] = dot(q, pk + static_cast<int64_t>(j) * hd, hd) * scale;
     mx = std::max(mx, s[j]);
   }
   for (int j = 0; j < nnew; ++j) {
-    const float* k = nk + static_cast<int64_t>(j) * kstride;
-    float d = 0;
-    for (int c = 0; c < hd; ++c) d += q[c] * k[c];
-    s[plen + j] = d * scale;
+    s[plen + j] = dot(q, nk + static_cast<int64_t>(j) * kstride, hd) * scale;
     mx = std::max(mx, s[plen + j]);
   }
   float sum = 0;
