@@ -12,6 +12,8 @@
 
 #include "model/model.h"
 #include "test_util.h"
+
+using ckv::test::error_of;
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -41,25 +43,6 @@ void write_file(const std::string& path, const std::string& bytes) {
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ckv::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "not a ckv::Error: " << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
-
-#define EXPECT_ERROR(expr, ...)                                                         \
-  do {                                                                                  \
-    std::string msg_ = error_of([&] { (void)(expr); });                                 \
-    for (const std::string& s_ : std::vector<std::string>{__VA_ARGS__})                 \
-      EXPECT_NE(msg_.find(s_), std::string::npos) << "'" << s_ << "' not in: " << msg_; \
-  } while (0)
 
 // The file with header field i replaced.
 std::string with_field(std::string bytes, int i, int32_t v) {

@@ -14,6 +14,8 @@
 #include "model/quant.h"
 #include "model/safetensors.h"
 #include "test_util.h"
+
+using ckv::test::error_of;
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -82,26 +84,6 @@ void copy_dir(const std::string& from, const TmpDir& to) {
     fs::permissions(e.path(), fs::perms::owner_read | fs::perms::owner_write);
 }
 
-// Message of the ckv::Error f throws ("" and a test failure when none).
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ckv::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "not a ckv::Error: " << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
-
-#define EXPECT_ERROR(expr, ...)                                              \
-  do {                                                                       \
-    std::string msg_ = error_of([&] { (void)(expr); });                      \
-    for (const std::string& s_ : std::vector<std::string>{__VA_ARGS__})      \
-      EXPECT_NE(msg_.find(s_), std::string::npos) << "'" << s_ << "' not in: " << msg_; \
-  } while (0)
 
 std::vector<float> as_f32(const ckv::Tensor& t) {
   EXPECT_EQ(t.type, ckv::DType::F32);

@@ -4,7 +4,12 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "util/error.h"
 
 namespace ckv::test {
 
@@ -23,7 +28,29 @@ struct RunResult {
 // Runs the compresskv binary with the given arguments (shell-quoted here).
 RunResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text = "");
 
+// Message of the ckv::Error f throws ("" and a test failure when none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ckv::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not a ckv::Error: " << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error thrown";
+  return "";
+}
+
 }  // namespace ckv::test
+
+// expr must throw a ckv::Error whose message holds every given substring.
+#define EXPECT_ERROR(expr, ...)                                                         \
+  do {                                                                                  \
+    std::string msg_ = ckv::test::error_of([&] { (void)(expr); });                      \
+    for (const std::string& s_ : std::vector<std::string>{__VA_ARGS__})                 \
+      EXPECT_NE(msg_.find(s_), std::string::npos) << "'" << s_ << "' not in: " << msg_; \
+  } while (0)
 
 #define CKV_REQUIRE_SHARED()                                      \
   do {                                                            \
