@@ -18,7 +18,9 @@
 // tok/s is an upper bound for the whole model at that batch size.
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -27,6 +29,12 @@
 #include "model/quant_blocks.h"
 
 namespace {
+
+// CKV_MATMUL=q8 in the environment benchmarks MatmulMode::Q8.
+ckv::cpu::MatmulMode mode() {
+  const char* m = std::getenv("CKV_MATMUL");
+  return m && std::string(m) == "q8" ? ckv::cpu::MatmulMode::Q8 : ckv::cpu::MatmulMode::Exact;
+}
 
 using ckv::DType;
 
@@ -92,7 +100,7 @@ void BM_Matmul(benchmark::State& st) {
   const std::vector<float> x = act(n, cols);
   std::vector<float> y(size_t(n * rows));
   for (auto _ : st) {
-    ckv::cpu::matmul(w.t, x.data(), n, y.data());
+    ckv::cpu::matmul(w.t, x.data(), n, y.data(), mode());
     benchmark::DoNotOptimize(y.data());
   }
   const double it = double(st.iterations());
@@ -144,8 +152,8 @@ void BM_SmolLM2Forward(benchmark::State& st) {
   for (auto _ : st) {
     for (const auto& ws : layers)
       for (const auto& w : ws)
-        ckv::cpu::matmul(w.t, w.t.cols() == 576 ? x576.data() : x1536.data(), n, y.data());
-    ckv::cpu::matmul(head.t, x576.data(), n, y.data());
+        ckv::cpu::matmul(w.t, w.t.cols() == 576 ? x576.data() : x1536.data(), n, y.data(), mode());
+    ckv::cpu::matmul(head.t, x576.data(), n, y.data(), mode());
     benchmark::DoNotOptimize(y.data());
   }
   st.counters["tok/s"] = benchmark::Counter(double(n) * double(st.iterations()), benchmark::Counter::kIsRate);

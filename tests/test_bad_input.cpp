@@ -542,6 +542,10 @@ TEST(BadInputOptions, UnknownKvMethod) {
                {"--kv-method", "bogus"});
 }
 
+TEST(BadInputOptions, UnknownMatmulMode) {
+  expect_error({"run", "-m", stories(), "-p", "hi", "-n", "4", "--matmul", "int4"}, {"--matmul", "int4"});
+}
+
 TEST(BadInputOptions, BudgetNotAboveWindow) {
   for (const char* m : {"snapkv", "pyramidkv", "adakv"})
     expect_error({"run", "-m", stories(), "-p", "Once upon a time", "-n", "4", "--kv-method", m, "--kv-budget", "8",

@@ -177,6 +177,46 @@ TEST(Matmul, ZeroAndOutlierBlocks) {
   for (float v : y) EXPECT_TRUE(std::isfinite(v));
 }
 
+// MatmulMode::Q8 quantises each 32-block of x to 8 bits (scale amax/127,
+// round to nearest), so each output may move by at most
+// sum over blocks of (d_x / 2) * sum |w| there, plus f32 rounding. The bound
+// is computed from the dequantised weights, so a kernel that mixed up blocks,
+// rows, nibbles or scales fails it by orders of magnitude.
+TEST(Matmul, Q8ModeWithinQuantisationBound) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1})
+    for (int64_t n : {1, 2, 3, 4, 5, 8}) {
+      const int64_t rows = 67, cols = 320;
+      RandomWeights w(t, rows, cols, 31u + uint32_t(t));
+      std::vector<float> x = random_x(n, cols, 17u + uint32_t(n));
+      for (int64_t c = 0; c < 32; ++c) x[size_t(c)] = 0.0f;  // an all-zero block
+      const std::vector<float> wf = dequantize(w.t);
+      std::vector<float> y(size_t(n * rows)), ref(size_t(n * rows));
+      cpu::matmul(w.t, x.data(), n, y.data(), cpu::MatmulMode::Q8);
+      cpu::matmul_reference(w.t, x.data(), n, ref.data());
+      double worst_ratio = 0;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t r = 0; r < rows; ++r) {
+          double bound = 0, mag = 0;
+          for (int64_t b = 0; b < cols / 32; ++b) {
+            double amax = 0, wsum = 0;
+            for (int64_t k = 32 * b; k < 32 * b + 32; ++k) {
+              amax = std::max(amax, std::fabs(double(x[size_t(i * cols + k)])));
+              wsum += std::fabs(double(wf[size_t(r * cols + k)]));
+              mag += std::fabs(double(wf[size_t(r * cols + k)]) * x[size_t(i * cols + k)]);
+            }
+            bound += amax / 127.0 / 2.0 * wsum;
+          }
+          const double err = std::fabs(double(y[size_t(i * rows + r)]) - ref[size_t(i * rows + r)]);
+          ASSERT_LE(err, bound * 1.01 + 1e-5 * mag) << dtype_name(t) << " n=" << n << " token " << i << " row " << r;
+          worst_ratio = std::max(worst_ratio, err / bound);
+        }
+      // Rounding errors partly cancel: the typical error is well inside the bound.
+      EXPECT_LT(worst_ratio, 0.5) << dtype_name(t) << " n=" << n;
+      // And it is really the quantised path (differs from exact).
+      EXPECT_GT(rel_err(y, ref), 1e-5) << dtype_name(t) << " n=" << n;
+    }
+}
+
 TEST(Matmul, RejectsBadShapes) {
   RandomWeights w(DType::Q4_1, 4, 64, 1u);
   Tensor bad = w.t;

@@ -22,7 +22,7 @@ namespace {
 
 struct BenchArgs {
   ModelArgs model;
-  KvArgs kv;
+  SessionArgs kv;
   std::vector<int> n_prompt{512}, n_gen{128}, depth{0};
   int reps = 5;
   bool json = false, no_warmup = false;
@@ -141,7 +141,7 @@ CLI::App* add_bench(CLI::App& app, std::function<int()>& action) {
   auto* a = &args;
   CLI::App* c = app.add_subcommand("bench", "prompt-processing and generation speed, llama-bench style");
   add_model_args(c, a->model);
-  add_kv_args(c, a->kv);
+  add_session_args(c, a->kv);
   c->add_option("-p,--n-prompt", a->n_prompt, "prompt tokens (0 leaves pp out; several values allowed)")->delimiter(',');
   c->add_option("-n,--n-gen", a->n_gen, "generated tokens (0 leaves tg out)")->delimiter(',');
   c->add_option("-d,--n-depth", a->depth, "context depth before each test")->delimiter(',');

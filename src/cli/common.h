@@ -24,7 +24,7 @@ std::unique_ptr<Model> load(const ModelArgs& a);
 // The model's tokenizer, or an error saying the model has none.
 std::unique_ptr<Tokenizer> tokenizer_for(const Model& m);
 
-struct KvArgs {
+struct SessionArgs {
   std::string method = "full";
   int budget = 0;
   int window = 8, kernel = 5, srh = 4, sinks = 4, beta = 20;
@@ -32,10 +32,11 @@ struct KvArgs {
   float alpha = 0.2f;
   std::string profile;
   std::string dump_kept;
+  std::string matmul = "exact";  // --matmul exact|q8
 };
-void add_kv_args(CLI::App* app, KvArgs& a);
+void add_session_args(CLI::App* app, SessionArgs& a);
 // Session options for these flags; loads and checks the profile into `prof`.
-SessionOptions session_options(const KvArgs& a, const Model& m, Profile& prof);
+SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof);
 // --kv-dump-kept: {"prompt_tokens": T, "layers": [[[...], ...], ...]}.
 void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens);
 

@@ -16,7 +16,7 @@ namespace {
 
 struct RunArgs {
   ModelArgs model;
-  KvArgs kv;
+  SessionArgs kv;
   std::string prompt, file, system, chat_template;
   bool chat = false, ignore_eos = false;
   int n_predict = -1, ctx = 0;
@@ -145,7 +145,7 @@ CLI::App* add_run(CLI::App& app, std::function<int()>& action) {
   auto* a = &args;
   CLI::App* c = app.add_subcommand("run", "generate text from a prompt");
   add_model_args(c, a->model);
-  add_kv_args(c, a->kv);
+  add_session_args(c, a->kv);
   c->add_option("-p,--prompt", a->prompt, "prompt text");
   c->add_option("-f,--file", a->file, "prompt file");
   c->add_flag("--chat", a->chat, "wrap the prompt as one user message of the model's chat template");

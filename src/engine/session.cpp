@@ -73,9 +73,9 @@ void Session::forward(const int* tokens, int64_t n, float* logits_last,
     for (int64_t c0 = 0; c0 < n; c0 += C) {
       int64_t nc = std::min(C, n - c0);
       cpu::rmsnorm(&x[c0 * dim], static_cast<const float*>(w.attn_norm.data), xb.data(), nc, dim, c.norm_eps);
-      cpu::matmul(w.wq, xb.data(), nc, &q[c0 * qdim]);
-      cpu::matmul(w.wk, xb.data(), nc, &k[c0 * kvdim]);
-      cpu::matmul(w.wv, xb.data(), nc, &v[c0 * kvdim]);
+      cpu::matmul(w.wq, xb.data(), nc, &q[c0 * qdim], opt_.matmul);
+      cpu::matmul(w.wk, xb.data(), nc, &k[c0 * kvdim], opt_.matmul);
+      cpu::matmul(w.wv, xb.data(), nc, &v[c0 * kvdim], opt_.matmul);
     }
     if (c.qkv_bias) {
       auto add = [&](float* y, const Tensor& b, int d) {
@@ -127,13 +127,13 @@ void Session::forward(const int* tokens, int64_t n, float* logits_last,
     for (int64_t c0 = 0; c0 < n; c0 += C) {
       int64_t nc = std::min(C, n - c0);
       float* xc = &x[c0 * dim];
-      cpu::matmul(w.wo, &att[c0 * qdim], nc, xb.data());
+      cpu::matmul(w.wo, &att[c0 * qdim], nc, xb.data(), opt_.matmul);
       for (int64_t i = 0; i < nc * dim; ++i) xc[i] += xb[i];
       cpu::rmsnorm(xc, static_cast<const float*>(w.ffn_norm.data), xb.data(), nc, dim, c.norm_eps);
-      cpu::matmul(w.w_gate, xb.data(), nc, gate.data());
-      cpu::matmul(w.w_up, xb.data(), nc, up.data());
+      cpu::matmul(w.w_gate, xb.data(), nc, gate.data(), opt_.matmul);
+      cpu::matmul(w.w_up, xb.data(), nc, up.data(), opt_.matmul);
       cpu::swiglu(gate.data(), up.data(), gate.data(), nc * ff);
-      cpu::matmul(w.w_down, gate.data(), nc, xb.data());
+      cpu::matmul(w.w_down, gate.data(), nc, xb.data(), opt_.matmul);
       for (int64_t i = 0; i < nc * dim; ++i) xc[i] += xb[i];
     }
   }
@@ -147,14 +147,14 @@ void Session::forward(const int* tokens, int64_t n, float* logits_last,
     for (int64_t c0 = 0; c0 < n; c0 += R) {
       int64_t nc = std::min(R, n - c0);
       cpu::rmsnorm(&x[c0 * dim], onorm, xn.data(), nc, dim, c.norm_eps);
-      cpu::matmul(m_.output, xn.data(), nc, lg.data());
+      cpu::matmul(m_.output, xn.data(), nc, lg.data(), opt_.matmul);
       for (int64_t i = 0; i < nc; ++i) each(n_past_ + c0 + i, &lg[i * V]);
       if (logits_last && c0 + nc == n) std::memcpy(logits_last, &lg[(nc - 1) * V], sizeof(float) * V);
     }
   } else if (logits_last) {
     std::vector<float> xn(dim);
     cpu::rmsnorm(&x[(n - 1) * dim], onorm, xn.data(), 1, dim, c.norm_eps);
-    cpu::matmul(m_.output, xn.data(), 1, logits_last);
+    cpu::matmul(m_.output, xn.data(), 1, logits_last, opt_.matmul);
   }
   n_past_ += n;
 }

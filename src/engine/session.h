@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/kv_store.h"
+#include "kernels/cpu/matmul.h"
 #include "model/model.h"
 #include "press/press.h"
 
@@ -19,6 +20,7 @@ struct SessionOptions {
   int n_ctx = 0;          // maximum positions; 0 = the model's context
   int gen_reserve = 256;  // room per head kept for generated tokens
   int chunk = 256;        // rows per matrix product during prefill
+  cpu::MatmulMode matmul = cpu::MatmulMode::Exact;
   // Observer called for each layer of a compressing prefill, after attention
   // and before compression (tests, calibration).
   std::function<void(const LayerView&)> on_layer;

@@ -22,6 +22,7 @@
 #include <cblas.h>
 
 #include "kernels/cpu/gemm_f32.h"
+#include "kernels/cpu/gemm_q8.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant_dot.h"
 #include "model/quant.h"
@@ -147,6 +148,8 @@ void matmul_f(const Tensor& W, const float* x, int64_t n, float* y) {
   const DType type = W.type;
   const bool direct = type != DType::Q4_K && type != DType::Q5_K && type != DType::Q6_K;
   const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
+  const uint8_t* base = W.row(0);
+  const int64_t rb = W.row_bytes();
   // Per token and 32-block: [0, s/4, 0, s/4, ...] with s the block's sum of
   // x, for the m * sum(x) term of Q4_1 (see gemmf::qtile). Once per call.
   static thread_local std::vector<float> sxbuf;
@@ -170,7 +173,7 @@ void matmul_f(const Tensor& W, const float* x, int64_t n, float* y) {
 #pragma omp for schedule(static)
     for (int64_t ib = 0; ib < nblocks; ++ib) {
       const int64_t r0 = ib * kRowBlock, nr = std::min(rows, r0 + kRowBlock) - r0;
-      auto wrow = [&](int64_t i) { return W.row(r0 + i); };
+      auto wrow = [&](int64_t i) { return base + (r0 + i) * rb; };
       if (direct) {
         switch (type) {
           case DType::F32: f_block<gemmf::F32L>(wrow, nr, x, n, cols, y, rows, r0); break;
@@ -186,6 +189,58 @@ void matmul_f(const Tensor& W, const float* x, int64_t n, float* y) {
         auto brow = [&](int64_t i) { return reinterpret_cast<const uint8_t*>(b + i * cols); };
         f_block<gemmf::F32L>(brow, nr, x, n, cols, y, rows, r0);
       }
+    }
+  }
+}
+
+// ---- MatmulMode::Q8: 8-bit activations, integer dot products -------------
+
+template <class QB, int R, int C>
+void q8_rows(const uint8_t* base, int64_t rb, int64_t r0, int64_t nr, const gemmq8::ActBlock* xa, int64_t nb, float* y,
+             int64_t rows) {
+  const int64_t pf = 2 * R * nb * QB::kBytes;  // two tiles ahead, as in q_rows
+  int64_t r = 0;
+  for (; r + R <= nr; r += R) {
+    const uint8_t* w[R];
+    for (int i = 0; i < R; ++i) w[i] = base + (r0 + r + i) * rb;
+    gemmq8::tile<QB, R, C>(w, xa, nb, y + r0 + r, rows, pf);
+  }
+  for (; r < nr; ++r) {
+    const uint8_t* w[1] = {base + (r0 + r) * rb};
+    gemmq8::tile<QB, 1, C>(w, xa, nb, y + r0 + r, rows, pf);
+  }
+}
+
+// Token groups of 4 then the remainder, as in q_block.
+template <class QB>
+void q8_block(const uint8_t* base, int64_t rb, int64_t r0, int64_t nr, const gemmq8::ActBlock* xa, int64_t n,
+              int64_t nb, float* y, int64_t rows) {
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) q8_rows<QB, 2, 4>(base, rb, r0, nr, xa + t * nb, nb, y + t * rows, rows);
+  switch (n - t) {
+    case 1: q8_rows<QB, 4, 1>(base, rb, r0, nr, xa + t * nb, nb, y + t * rows, rows); break;
+    case 2: q8_rows<QB, 4, 2>(base, rb, r0, nr, xa + t * nb, nb, y + t * rows, rows); break;
+    case 3: q8_rows<QB, 2, 3>(base, rb, r0, nr, xa + t * nb, nb, y + t * rows, rows); break;
+    default: break;
+  }
+}
+
+void matmul_q8(const Tensor& W, const float* x, int64_t n, float* y) {
+  const int64_t rows = W.rows(), cols = W.cols(), nb = cols / 32;
+  static thread_local std::vector<gemmq8::ActBlock> xa;
+  xa.resize(size_t(n * nb));
+  for (int64_t t = 0; t < n; ++t) gemmq8::quantize_row(x + t * cols, cols, xa.data() + t * nb);
+  const uint8_t* base = W.row(0);
+  const int64_t rb = W.row_bytes();
+  const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
+  const gemmq8::ActBlock* xp = xa.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t ib = 0; ib < nblocks; ++ib) {
+    const int64_t r0 = ib * kRowBlock, nr = std::min(rows, r0 + kRowBlock) - r0;
+    switch (W.type) {
+      case DType::Q8_0: q8_block<gemmq8::Q8_0B>(base, rb, r0, nr, xp, n, nb, y, rows); break;
+      case DType::Q4_0: q8_block<gemmq8::Q4_0B>(base, rb, r0, nr, xp, n, nb, y, rows); break;
+      default: q8_block<gemmq8::Q4_1B>(base, rb, r0, nr, xp, n, nb, y, rows); break;
     }
   }
 }
@@ -230,9 +285,12 @@ void check(const Tensor& W, const char* what) {
 
 }  // namespace
 
-void matmul(const Tensor& W, const float* x, int64_t n, float* y) {
+void matmul(const Tensor& W, const float* x, int64_t n, float* y, MatmulMode mode) {
   check(W, "matmul");
   if (n <= 0 || W.rows() == 0) return;
+  if (mode == MatmulMode::Q8 && n <= kDirectMaxTokens &&
+      (W.type == DType::Q8_0 || W.type == DType::Q4_0 || W.type == DType::Q4_1))
+    return matmul_q8(W, x, n, y);
   switch (W.type) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1:
     case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
