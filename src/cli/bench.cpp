@@ -53,7 +53,9 @@ double one_rep(const Model& m, const SessionOptions& base, int P, int N, int D, 
     return t;
   };
   SessionOptions so = base;
-  so.gen_reserve = std::max(N, P);
+  // Room for what comes after the first read, so kv held counts no unused
+  // reserve: a pp test at depth 0 is itself the first read.
+  so.gen_reserve = D > 0 ? std::max(N, P) : N;
   Session s(m, so);
   std::vector<float> logits(m.config.vocab_size);
   if (D > 0) s.prefill(random_tokens(D), logits.data());
