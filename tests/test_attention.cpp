@@ -5,6 +5,8 @@
 // that differ (as after Ada-KV compression).
 #include <gtest/gtest.h>
 
+#include <immintrin.h>
+
 #include <cmath>
 #include <random>
 #include <vector>
@@ -55,24 +57,35 @@ std::vector<double> reference(const Case& c, const std::vector<float>& q, const 
   return out;
 }
 
-void check(const Case& c, uint32_t seed) {
+void check(const Case& c, uint32_t seed, bool f16 = false) {
   std::mt19937 g(seed);
   const int hd = c.hd;
   // Scores of a few units, as in real models, so the softmax is neither flat nor one-hot.
   auto q = randn(c.n * c.n_heads * hd, g, 3.0f / std::sqrt(float(hd)) * 2.0f);
   auto kn = randn(c.n * c.n_kv * hd, g, 1.0f), vn = randn(c.n * c.n_kv * hd, g, 1.0f);
   std::vector<std::vector<float>> pk, pv;
+  std::vector<std::vector<uint16_t>> hk, hv;  // the f16 cache rows
   ckv::cpu::AttnPrefix prefix;
+  prefix.f16 = f16;
   for (int gi = 0; gi < c.n_kv; ++gi) {
     pk.push_back(randn(size_t(c.plen[gi]) * hd, g, 1.0f));
     pv.push_back(randn(size_t(c.plen[gi]) * hd, g, 1.0f));
+    hk.emplace_back(), hv.emplace_back();
+    if (f16)  // the reference sees the rounded values the cache holds
+      for (auto* pr : {&pk.back(), &pv.back()}) {
+        auto& h = pr == &pk.back() ? hk.back() : hv.back();
+        for (float& x : *pr) {
+          h.push_back(_cvtss_sh(x, 0));
+          x = _cvtsh_ss(h.back());
+        }
+      }
   }
   bool any = false;
   for (int gi = 0; gi < c.n_kv; ++gi) any = any || c.plen[gi] > 0;
   if (any)
     for (int gi = 0; gi < c.n_kv; ++gi) {
-      prefix.k.push_back(pk[gi].data());
-      prefix.v.push_back(pv[gi].data());
+      prefix.k.push_back(f16 ? static_cast<const void*>(hk[gi].data()) : pk[gi].data());
+      prefix.v.push_back(f16 ? static_cast<const void*>(hv[gi].data()) : pv[gi].data());
       prefix.len.push_back(c.plen[gi]);
     }
   std::vector<float> out(c.n * c.n_heads * hd, -7.0f);
@@ -101,6 +114,15 @@ TEST(Attention, PrefillMatchesReference) {
   for (int hd : {64, 12})
     for (int64_t n : {9, 64, 130})
       for (int p : {0, 40}) check({9, 3, hd, n, std::vector<int>(3, p)}, seed++);
+}
+
+// An f16 cache prefix: both paths read the rounded rows (the reference gets
+// the same rounded values, so only f32 summation error remains).
+TEST(Attention, F16PrefixMatchesReference) {
+  uint32_t seed = 300;
+  for (int hd : {64, 12})
+    for (int64_t n : {1, 3, 8, 20})
+      for (int p : {5, 300}) check({9, 3, hd, n, {p, p / 2 + 1, p}}, seed++, true);
 }
 
 // Decode of one token equals the last row of a prefill over the same keys.

@@ -51,6 +51,9 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
   app->add_option("--kv-alpha", a.alpha, "Ada-KV uniform share (default 0.2)");
   app->add_option("--kv-beta", a.beta, "PyramidKV beta (default 20)");
   app->add_option("--kv-dump-kept", a.dump_kept, "write the kept prompt positions as JSON");
+  app->add_option("--kv-type", a.kv_type,
+                  "cache rows: f32 (default, exact) or f16 (half the KV memory and traffic, as llama.cpp's default; "
+                  "rounds keys and values to 11 bits)");
   app->add_option("--matmul", a.matmul,
                   "exact (default: fp32 on exactly dequantised weights, matches the references) or q8 "
                   "(decode with 8-bit activations and integer dot products, as llama.cpp; ~1.6x faster, "
@@ -70,6 +73,7 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   o.press.n_sinks = a.sinks;
   o.press.alpha = a.alpha;
   o.press.beta = a.beta;
+  o.kv_type = parse_kv_type(a.kv_type);
   if (a.matmul == "exact") o.matmul = cpu::MatmulMode::Exact;
   else if (a.matmul == "q8") o.matmul = cpu::MatmulMode::Q8;
   else throw Error("--matmul must be exact or q8, got '" + a.matmul + "'");

@@ -33,6 +33,7 @@ struct SessionArgs {
   std::string profile;
   std::string dump_kept;
   std::string matmul = "exact";  // --matmul exact|q8
+  std::string kv_type = "f32";   // --kv-type f32|f16
 };
 void add_session_args(CLI::App* app, SessionArgs& a);
 // Session options for these flags; loads and checks the profile into `prof`.

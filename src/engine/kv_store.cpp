@@ -1,21 +1,59 @@
 #include "engine/kv_store.h"
 
+#include <immintrin.h>
+
 #include <cstring>
+
+#include "util/error.h"
 
 namespace ckv {
 
-KVStore::KVStore(int n_layers, int n_kv_heads, int head_dim)
-    : n_layers_(n_layers), n_kv_(n_kv_heads), hd_(head_dim), heads_(static_cast<size_t>(n_layers) * n_kv_heads) {}
+KvType parse_kv_type(const std::string& s) {
+  if (s == "f32") return KvType::F32;
+  if (s == "f16") return KvType::F16;
+  throw Error("--kv-type must be f32 or f16, got '" + s + "'");
+}
+
+KVStore::KVStore(int n_layers, int n_kv_heads, int head_dim, KvType type)
+    : n_layers_(n_layers),
+      n_kv_(n_kv_heads),
+      hd_(head_dim),
+      type_(type),
+      heads_(static_cast<size_t>(n_layers) * n_kv_heads) {}
+
+void KVStore::put(uint8_t* dst, const float* src) const {
+  if (type_ == KvType::F32) {
+    std::memcpy(dst, src, row_bytes());
+    return;
+  }
+  // Round to nearest even, as a cast to half does.
+  uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+  int c = 0;
+  for (; c + 8 <= hd_; c += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + c), _mm256_cvtps_ph(_mm256_loadu_ps(src + c), _MM_FROUND_TO_NEAREST_INT));
+  for (; c < hd_; ++c) d[c] = _cvtss_sh(src[c], _MM_FROUND_TO_NEAREST_INT);
+}
+
+void KVStore::key(int l, int g, int row, float* out) const {
+  const uint8_t* p = head(l, g).k.get() + static_cast<size_t>(row) * row_bytes();
+  if (type_ == KvType::F32) {
+    std::memcpy(out, p, row_bytes());
+    return;
+  }
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+  for (int c = 0; c < hd_; ++c) out[c] = _cvtsh_ss(h[c]);
+}
 
 void KVStore::reallocate(Head& h, int cap) {
-  std::unique_ptr<float[]> k(new float[static_cast<size_t>(cap) * hd_]);
-  std::unique_ptr<float[]> v(new float[static_cast<size_t>(cap) * hd_]);
+  const size_t rb = row_bytes();
+  std::unique_ptr<uint8_t[]> k(new uint8_t[static_cast<size_t>(cap) * rb]);
+  std::unique_ptr<uint8_t[]> v(new uint8_t[static_cast<size_t>(cap) * rb]);
   if (h.len) {
-    std::memcpy(k.get(), h.k.get(), sizeof(float) * h.len * hd_);
-    std::memcpy(v.get(), h.v.get(), sizeof(float) * h.len * hd_);
+    std::memcpy(k.get(), h.k.get(), rb * h.len);
+    std::memcpy(v.get(), h.v.get(), rb * h.len);
   }
-  bytes_ -= static_cast<size_t>(h.cap) * hd_ * 2 * sizeof(float);
-  bytes_ += static_cast<size_t>(cap) * hd_ * 2 * sizeof(float);
+  bytes_ -= static_cast<size_t>(h.cap) * rb * 2;
+  bytes_ += static_cast<size_t>(cap) * rb * 2;
   h.k = std::move(k);
   h.v = std::move(v);
   h.cap = cap;
@@ -26,9 +64,10 @@ void KVStore::assign(int l, int g, const float* src_k, const float* src_v, int64
   Head& h = head(l, g);
   h.len = 0;
   reallocate(h, static_cast<int>(rows.size()) + extra);
+  const size_t rb = row_bytes();
   for (int32_t r : rows) {
-    std::memcpy(h.k.get() + static_cast<size_t>(h.len) * hd_, src_k + r * stride, sizeof(float) * hd_);
-    std::memcpy(h.v.get() + static_cast<size_t>(h.len) * hd_, src_v + r * stride, sizeof(float) * hd_);
+    put(h.k.get() + rb * h.len, src_k + r * stride);
+    put(h.v.get() + rb * h.len, src_v + r * stride);
     ++h.len;
   }
 }
@@ -36,8 +75,9 @@ void KVStore::assign(int l, int g, const float* src_k, const float* src_v, int64
 void KVStore::append(int l, int g, const float* k, const float* v, int grow) {
   Head& h = head(l, g);
   if (h.len == h.cap) reallocate(h, h.cap + grow);
-  std::memcpy(h.k.get() + static_cast<size_t>(h.len) * hd_, k, sizeof(float) * hd_);
-  std::memcpy(h.v.get() + static_cast<size_t>(h.len) * hd_, v, sizeof(float) * hd_);
+  const size_t rb = row_bytes();
+  put(h.k.get() + rb * h.len, k);
+  put(h.v.get() + rb * h.len, v);
   ++h.len;
 }
 

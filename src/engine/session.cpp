@@ -15,7 +15,7 @@ Session::Session(const Model& m, const SessionOptions& opt)
     : m_(m),
       opt_(opt),
       n_ctx_(opt.n_ctx > 0 ? opt.n_ctx : m.config.context),
-      kv_(m.config.n_layers, m.config.n_kv_heads, m.config.head_dim) {
+      kv_(m.config.n_layers, m.config.n_kv_heads, m.config.head_dim, opt.kv_type) {
   const ModelConfig& c = m.config;
   press_ = make_press(opt.method, opt.press, PressShape{c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim}, opt.profile);
   if (opt.method != "full" && opt.press.budget > n_ctx_)
@@ -96,6 +96,7 @@ void Session::forward(const int* tokens, int64_t n, float* logits_last,
 
     // Attention over what the cache holds plus the new tokens (causal).
     cpu::AttnPrefix prefix;
+    prefix.f16 = kv_.type() == KvType::F16;
     if (!first) {
       for (int g = 0; g < G; ++g) {
         prefix.k.push_back(kv_.k(l, g));

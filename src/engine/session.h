@@ -21,6 +21,7 @@ struct SessionOptions {
   int gen_reserve = 256;  // room per head kept for generated tokens
   int chunk = 256;        // rows per matrix product during prefill
   cpu::MatmulMode matmul = cpu::MatmulMode::Exact;
+  KvType kv_type = KvType::F32;  // cache rows: f32 (exact) or f16
   // Observer called for each layer of a compressing prefill, after attention
   // and before compression (tests, calibration).
   std::function<void(const LayerView&)> on_layer;

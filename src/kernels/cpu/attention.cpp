@@ -25,16 +25,22 @@ namespace ckv::cpu {
 
 namespace {
 
-float dot(const float* a, const float* b, int hd) {
-  if (hd % 8 == 0) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int c = 0; c < hd; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), acc);
-    return simd::hsum8(acc);
+// Key/value rows of a cache (f32 or f16) or of the new tokens (f32, strided):
+// row j, element c as 8 floats or one.
+struct F32Rows {
+  const float* p;
+  int64_t ld;  // elements between rows
+  __m256 load8(int64_t j, int c) const { return _mm256_loadu_ps(p + j * ld + c); }
+  float load1(int64_t j, int c) const { return p[j * ld + c]; }
+};
+struct F16Rows {
+  const uint16_t* p;
+  int64_t ld;
+  __m256 load8(int64_t j, int c) const {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j * ld + c)));
   }
-  float d = 0;
-  for (int c = 0; c < hd; ++c) d += a[c] * b[c];
-  return d;
-}
+  float load1(int64_t j, int c) const { return _cvtsh_ss(p[j * ld + c]); }
+};
 
 // Sums of the 8 lanes of a[0..3] as one 4-float vector.
 inline __m128 reduce4(const __m256 a[4]) {
@@ -42,36 +48,43 @@ inline __m128 reduce4(const __m256 a[4]) {
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-// s[r][j] = scale * q[r] . k_j for RR query rows and nk keys (key j at
-// k + j * ks); hd a multiple of 8. Each key vector feeds RR rows.
-template <int RR>
-void scores(const float* const* q, const float* k, int64_t ks, int nk, int hd, float scale, float* const* s) {
+// s[r][j] = scale * q[r] . k_j for RR query rows and nk keys. Each key vector
+// feeds RR rows (4 keys x RR rows of accumulators); hd % 8 != 0 goes scalar.
+template <int RR, class Rows>
+void scores(const float* const* q, Rows k, int nk, int hd, float scale, float* const* s) {
   int j = 0;
-  const __m128 vs = _mm_set1_ps(scale);
-  for (; j + 4 <= nk; j += 4) {
-    __m256 acc[RR][4];
-    for (int r = 0; r < RR; ++r)
-      for (int t = 0; t < 4; ++t) acc[r][t] = _mm256_setzero_ps();
-    for (int c = 0; c < hd; c += 8) {
-      __m256 kv[4];
-      for (int t = 0; t < 4; ++t) kv[t] = _mm256_loadu_ps(k + (j + t) * ks + c);
-      for (int r = 0; r < RR; ++r) {
-        const __m256 qv = _mm256_loadu_ps(q[r] + c);
-        for (int t = 0; t < 4; ++t) acc[r][t] = _mm256_fmadd_ps(qv, kv[t], acc[r][t]);
+  if (hd % 8 == 0) {
+    const __m128 vs = _mm_set1_ps(scale);
+    for (; j + 4 <= nk; j += 4) {
+      __m256 acc[RR][4];
+      for (int r = 0; r < RR; ++r)
+        for (int t = 0; t < 4; ++t) acc[r][t] = _mm256_setzero_ps();
+      for (int c = 0; c < hd; c += 8) {
+        __m256 kv[4];
+        for (int t = 0; t < 4; ++t) kv[t] = k.load8(j + t, c);
+        for (int r = 0; r < RR; ++r) {
+          const __m256 qv = _mm256_loadu_ps(q[r] + c);
+          for (int t = 0; t < 4; ++t) acc[r][t] = _mm256_fmadd_ps(qv, kv[t], acc[r][t]);
+        }
       }
+      for (int r = 0; r < RR; ++r) _mm_storeu_ps(s[r] + j, _mm_mul_ps(reduce4(acc[r]), vs));
     }
-    for (int r = 0; r < RR; ++r) _mm_storeu_ps(s[r] + j, _mm_mul_ps(reduce4(acc[r]), vs));
   }
   for (; j < nk; ++j)
-    for (int r = 0; r < RR; ++r) s[r][j] = dot(q[r], k + j * ks, hd) * scale;
+    for (int r = 0; r < RR; ++r) {
+      float d = 0;
+      for (int c = 0; c < hd; ++c) d += q[r][c] * k.load1(j, c);
+      s[r][j] = d * scale;
+    }
 }
 
-// o[0..hd) = sum_j p[j] * v_j over nk values (v_j at v + j * vs).
-void weighted_sum(const float* p, const float* v, int64_t vs, int nk, int hd, float* o) {
+// o[0..hd) = sum_j p[j] * v_j over nk values.
+template <class Rows>
+void weighted_sum(const float* p, Rows v, int nk, int hd, float* o) {
   if (hd % 8 != 0) {
     for (int c = 0; c < hd; ++c) o[c] = 0;
     for (int j = 0; j < nk; ++j)
-      for (int c = 0; c < hd; ++c) o[c] += p[j] * v[j * vs + c];
+      for (int c = 0; c < hd; ++c) o[c] += p[j] * v.load1(j, c);
     return;
   }
   for (int c0 = 0; c0 < hd; c0 += 64) {
@@ -80,10 +93,32 @@ void weighted_sum(const float* p, const float* v, int64_t vs, int nk, int hd, fl
     for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
     for (int j = 0; j < nk; ++j) {
       const __m256 pj = _mm256_set1_ps(p[j]);
-      const float* vj = v + j * vs + c0;
-      for (int t = 0; t < w; ++t) acc[t] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * t), acc[t]);
+      for (int t = 0; t < w; ++t) acc[t] = _mm256_fmadd_ps(pj, v.load8(j, c0 + 8 * t), acc[t]);
     }
     for (int t = 0; t < w; ++t) _mm256_storeu_ps(o + c0 + 8 * t, acc[t]);
+  }
+}
+
+// One decode work item: for `rows` query rows (token t = i / r) over nk keys
+// starting at key index j0, the partial (max, sum of exps, unnormalised
+// output) of each row into part[i * (hd + 2)]. Token t sees keys < plen + t + 1.
+template <class Rows>
+void partial(const float* const* qr, float* const* sr, int rows, int r, Rows k, Rows v, int j0, int nk, int plen,
+             int hd, float scale, float* part) {
+  int i = 0;
+  for (; i + 3 <= rows; i += 3) scores<3>(&qr[i], k, nk, hd, scale, &sr[i]);
+  for (; i < rows; ++i) scores<1>(&qr[i], k, nk, hd, scale, &sr[i]);
+  for (i = 0; i < rows; ++i) {
+    const int visible = std::clamp(plen + i / r + 1 - j0, 0, nk);
+    float* pr = part + static_cast<int64_t>(i) * (hd + 2);
+    if (visible == 0) {
+      pr[0] = -INFINITY, pr[1] = 0.0f;
+      std::fill(pr + 2, pr + 2 + hd, 0.0f);
+      continue;
+    }
+    pr[0] = simd::max_of(sr[i], visible);
+    pr[1] = simd::exp_sub_sum(sr[i], visible, pr[0]);
+    weighted_sum(sr[i], v, visible, hd, pr + 2);
   }
 }
 
@@ -121,40 +156,23 @@ void attention_decode(const float* q, const float* k_new, const float* v_new, in
       const Item& item = items[it];
       const int g = item.g;
       const int plen = prefix.len.empty() ? 0 : prefix.len[g];
-      const bool fresh = item.j0 >= plen;
-      const float* kp = fresh ? k_new + g * hd : prefix.k[g] + static_cast<int64_t>(item.j0) * hd;
-      const float* vp = fresh ? v_new + g * hd : prefix.v[g] + static_cast<int64_t>(item.j0) * hd;
-      const int64_t ks = fresh ? kstride : hd;
       std::vector<const float*> qr(rows);
       std::vector<float*> sr(rows);
       for (int i = 0; i < rows; ++i) {
-        const int t = i / r, h = g * r + i % r;
-        qr[i] = q + t * qstride + h * hd;
+        qr[i] = q + (i / r) * qstride + (g * r + i % r) * hd;
         sr[i] = s.data() + static_cast<int64_t>(i) * std::max<int64_t>(kChunk, n);
       }
-      if (hd % 8 == 0) {
-        int i = 0;
-        for (; i + 3 <= rows; i += 3) scores<3>(&qr[i], kp, ks, item.nk, hd, scale, &sr[i]);
-        for (; i < rows; ++i) scores<1>(&qr[i], kp, ks, item.nk, hd, scale, &sr[i]);
-      } else {
-        for (int i = 0; i < rows; ++i)
-          for (int j = 0; j < item.nk; ++j) sr[i][j] = dot(qr[i], kp + j * ks, hd) * scale;
-      }
-      for (int i = 0; i < rows; ++i) {
-        // Token t sees keys up to plen + t (causal among the new keys).
-        const int t = i / r;
-        const int visible = std::clamp(plen + t + 1 - item.j0, 0, item.nk);
-        float* pr = &part[(it * rows + i) * stride];
-        if (visible == 0) {
-          pr[0] = -INFINITY, pr[1] = 0.0f;
-          std::fill(pr + 2, pr + 2 + hd, 0.0f);
-          continue;
-        }
-        const float mx = simd::max_of(sr[i], visible);
-        pr[0] = mx;
-        pr[1] = simd::exp_sub_sum(sr[i], visible, mx);
-        weighted_sum(sr[i], vp, ks, visible, hd, pr + 2);
-      }
+      float* pr = &part[it * rows * stride];
+      const int64_t off = static_cast<int64_t>(item.j0) * hd;
+      if (item.j0 >= plen)  // the new tokens' keys, strided in k_new / v_new
+        partial(qr.data(), sr.data(), rows, r, F32Rows{k_new + g * hd, kstride}, F32Rows{v_new + g * hd, kstride},
+                item.j0, item.nk, plen, hd, scale, pr);
+      else if (prefix.f16)
+        partial(qr.data(), sr.data(), rows, r, F16Rows{static_cast<const uint16_t*>(prefix.k[g]) + off, hd},
+                F16Rows{static_cast<const uint16_t*>(prefix.v[g]) + off, hd}, item.j0, item.nk, plen, hd, scale, pr);
+      else
+        partial(qr.data(), sr.data(), rows, r, F32Rows{static_cast<const float*>(prefix.k[g]) + off, hd},
+                F32Rows{static_cast<const float*>(prefix.v[g]) + off, hd}, item.j0, item.nk, plen, hd, scale, pr);
     }
   }
 
@@ -181,11 +199,30 @@ void attention_decode(const float* q, const float* k_new, const float* v_new, in
 void attention_prefill(const float* q, const float* k_new, const float* v_new, int64_t n, const AttnPrefix& prefix,
                        int n_heads, int n_kv, int hd, float* out) {
   init_blas();
+  // sgemm wants f32: an f16 cache prefix (a later read on a session) is widened once.
+  AttnPrefix wide;
+  std::vector<std::vector<float>> buf;
+  const AttnPrefix& pre = prefix.f16 ? wide : prefix;
+  if (prefix.f16) {
+    buf.resize(2 * prefix.len.size());
+    for (size_t g = 0; g < prefix.len.size(); ++g) {
+      const int64_t ne = static_cast<int64_t>(prefix.len[g]) * hd;
+      for (int kv = 0; kv < 2; ++kv) {
+        const uint16_t* src = static_cast<const uint16_t*>(kv ? prefix.v[g] : prefix.k[g]);
+        std::vector<float>& d = buf[2 * g + kv];
+        d.resize(ne);
+        for (int64_t e = 0; e < ne; ++e) d[e] = _cvtsh_ss(src[e]);
+      }
+      wide.k.push_back(buf[2 * g].data());
+      wide.v.push_back(buf[2 * g + 1].data());
+      wide.len.push_back(prefix.len[g]);
+    }
+  }
   const int r = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int kstride = n_kv * hd, qstride = n_heads * hd;
   int max_plen = 0;
-  for (int g = 0; g < n_kv; ++g) max_plen = std::max(max_plen, prefix.len.empty() ? 0 : prefix.len[g]);
+  for (int g = 0; g < n_kv; ++g) max_plen = std::max(max_plen, pre.len.empty() ? 0 : pre.len[g]);
   const int64_t B = 64;
   const int64_t nblocks = (n + B - 1) / B;
 #pragma omp parallel
@@ -198,13 +235,13 @@ void attention_prefill(const float* q, const float* k_new, const float* v_new, i
         const int g = h / r;
         const int64_t i0 = (nblocks - 1 - blk) * B;  // longest blocks first
         const int64_t nb = std::min(B, n - i0);
-        const int plen = prefix.len.empty() ? 0 : prefix.len[g];
+        const int plen = pre.len.empty() ? 0 : pre.len[g];
         const int64_t nk = i0 + nb;  // new keys visible to the block's last row
         const int64_t ld = plen + nk;
         const float* qb = q + i0 * qstride + h * hd;
         float* Sb = S.data();
         if (plen)
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, plen, hd, scale, qb, qstride, prefix.k[g], hd,
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, plen, hd, scale, qb, qstride, static_cast<const float*>(pre.k[g]), hd,
                       0.0f, Sb, ld);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, nk, hd, scale, qb, qstride, k_new + g * hd,
                     kstride, 0.0f, Sb + plen, ld);
@@ -216,7 +253,7 @@ void attention_prefill(const float* q, const float* k_new, const float* v_new, i
         }
         float* ob = out + i0 * qstride + h * hd;
         if (plen)
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, plen, 1.0f, Sb, ld, prefix.v[g], hd, 0.0f,
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, plen, 1.0f, Sb, ld, static_cast<const float*>(pre.v[g]), hd, 0.0f,
                       ob, qstride);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, nk, 1.0f, Sb + plen, ld, v_new + g * hd,
                     kstride, plen ? 1.0f : 0.0f, ob, qstride);

@@ -34,8 +34,9 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n);
 // cache_k[g]/cache_v[g]: [cache_len[g]][hd]; out: [n][n_heads][hd].
 // Query i sees the whole prefix and new keys 0..i.
 struct AttnPrefix {
-  std::vector<const float*> k, v;  // per KV head
-  std::vector<int> len;            // per KV head
+  std::vector<const void*> k, v;  // per KV head: [len][hd] f32, or f16 when f16 is set
+  std::vector<int> len;           // per KV head
+  bool f16 = false;
 };
 void attention(const float* q, const float* k_new, const float* v_new, int64_t n, const AttnPrefix& prefix,
                int n_heads, int n_kv, int hd, float* out);
