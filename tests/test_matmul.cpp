@@ -217,6 +217,37 @@ TEST(Matmul, Q8ModeWithinQuantisationBound) {
     }
 }
 
+// A group of matrices on one input (Q/K/V, gate/up) gives each matrix exactly
+// what a call of its own gives, in both modes, with mixed types in the group.
+TEST(Matmul, GroupEqualsSeparateCalls) {
+  const int64_t cols = 512;
+  std::vector<RandomWeights> ws;
+  ws.emplace_back(DType::Q4_1, 70, cols, 1u);
+  ws.emplace_back(DType::Q8_0, 33, cols, 2u);
+  ws.emplace_back(DType::Q4_K, 40, cols, 3u);
+  ws.emplace_back(DType::F16, 9, cols, 4u);
+  for (auto mode : {cpu::MatmulMode::Exact, cpu::MatmulMode::Q8})
+    for (int64_t n : {1, 3, 8, 20}) {
+      const std::vector<float> x = random_x(n, cols, 5u);
+      std::vector<std::vector<float>> grouped(ws.size()), alone(ws.size());
+      std::vector<cpu::MatmulOut> outs;
+      for (size_t i = 0; i < ws.size(); ++i) {
+        grouped[i].assign(size_t(n * ws[i].t.rows()), -1.0f);
+        alone[i].assign(size_t(n * ws[i].t.rows()), -2.0f);
+        outs.push_back({&ws[i].t, grouped[i].data()});
+        cpu::matmul(ws[i].t, x.data(), n, alone[i].data(), mode);
+      }
+      cpu::matmul(outs, x.data(), n, mode);
+      for (size_t i = 0; i < ws.size(); ++i)
+        EXPECT_EQ(grouped[i], alone[i]) << dtype_name(ws[i].t.type) << " n=" << n;
+    }
+  // Matrices of different widths cannot share an input.
+  RandomWeights narrow(DType::Q4_1, 8, 256, 6u);
+  std::vector<float> x = random_x(1, cols, 7u), y1(70), y2(8);
+  const cpu::MatmulOut bad[] = {{&ws[0].t, y1.data()}, {&narrow.t, y2.data()}};
+  EXPECT_THROW(cpu::matmul(bad, x.data(), 1), Error);
+}
+
 TEST(Matmul, RejectsBadShapes) {
   RandomWeights w(DType::Q4_1, 4, 64, 1u);
   Tensor bad = w.t;

@@ -73,9 +73,8 @@ void Session::forward(const int* tokens, int64_t n, float* logits_last,
     for (int64_t c0 = 0; c0 < n; c0 += C) {
       int64_t nc = std::min(C, n - c0);
       cpu::rmsnorm(&x[c0 * dim], static_cast<const float*>(w.attn_norm.data), xb.data(), nc, dim, c.norm_eps);
-      cpu::matmul(w.wq, xb.data(), nc, &q[c0 * qdim], opt_.matmul);
-      cpu::matmul(w.wk, xb.data(), nc, &k[c0 * kvdim], opt_.matmul);
-      cpu::matmul(w.wv, xb.data(), nc, &v[c0 * kvdim], opt_.matmul);
+      const cpu::MatmulOut qkv[] = {{&w.wq, &q[c0 * qdim]}, {&w.wk, &k[c0 * kvdim]}, {&w.wv, &v[c0 * kvdim]}};
+      cpu::matmul(qkv, xb.data(), nc, opt_.matmul);
     }
     if (c.qkv_bias) {
       auto add = [&](float* y, const Tensor& b, int d) {
@@ -131,8 +130,8 @@ void Session::forward(const int* tokens, int64_t n, float* logits_last,
       cpu::matmul(w.wo, &att[c0 * qdim], nc, xb.data(), opt_.matmul);
       for (int64_t i = 0; i < nc * dim; ++i) xc[i] += xb[i];
       cpu::rmsnorm(xc, static_cast<const float*>(w.ffn_norm.data), xb.data(), nc, dim, c.norm_eps);
-      cpu::matmul(w.w_gate, xb.data(), nc, gate.data(), opt_.matmul);
-      cpu::matmul(w.w_up, xb.data(), nc, up.data(), opt_.matmul);
+      const cpu::MatmulOut gate_up[] = {{&w.w_gate, gate.data()}, {&w.w_up, up.data()}};
+      cpu::matmul(gate_up, xb.data(), nc, opt_.matmul);
       cpu::swiglu(gate.data(), up.data(), gate.data(), nc * ff);
       cpu::matmul(w.w_down, gate.data(), nc, xb.data(), opt_.matmul);
       for (int64_t i = 0; i < nc * dim; ++i) xc[i] += xb[i];

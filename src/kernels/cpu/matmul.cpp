@@ -17,6 +17,7 @@
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
+#include <span>
 #include <vector>
 
 #include <cblas.h>
@@ -141,20 +142,31 @@ void to_f32(DType type, const uint8_t* src, float* dst, int64_t n) {
   }
 }
 
+// Row blocks of a group of matrices that share one input, as one list (one
+// parallel loop for Q, K and V, or gate and up: fewer fork/joins per token and
+// one continuous weight stream per thread).
+struct Block {
+  const Tensor* W;
+  float* y;
+  int64_t r0, nr;
+};
+std::vector<Block> row_blocks(std::span<const MatmulOut> outs) {
+  std::vector<Block> b;
+  for (const MatmulOut& o : outs)
+    for (int64_t r0 = 0; r0 < o.W->rows(); r0 += kRowBlock)
+      b.push_back({o.W, o.y, r0, std::min(o.W->rows(), r0 + kRowBlock) - r0});
+  return b;
+}
+
 // Small n (decode): register tiles. Types with an exact 8-wide loader are read
 // in place; K-quants go through a row-block buffer.
-void matmul_f(const Tensor& W, const float* x, int64_t n, float* y) {
-  const int64_t rows = W.rows(), cols = W.cols();
-  const DType type = W.type;
-  const bool direct = type != DType::Q4_K && type != DType::Q5_K && type != DType::Q6_K;
-  const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
-  const uint8_t* base = W.row(0);
-  const int64_t rb = W.row_bytes();
+void matmul_f(std::span<const MatmulOut> outs, const float* x, int64_t n) {
+  const int64_t cols = outs[0].W->cols();
   // Per token and 32-block: [0, s/4, 0, s/4, ...] with s the block's sum of
   // x, for the m * sum(x) term of Q4_1 (see gemmf::qtile). Once per call.
   static thread_local std::vector<float> sxbuf;
   const float* sx = nullptr;
-  if (type == DType::Q4_1) {
+  if (std::any_of(outs.begin(), outs.end(), [](const MatmulOut& o) { return o.W->type == DType::Q4_1; })) {
     const int64_t nb = cols / 32;
     sxbuf.assign(size_t(n * nb * 8), 0.0f);
     for (int64_t t = 0; t < n; ++t)
@@ -166,28 +178,34 @@ void matmul_f(const Tensor& W, const float* x, int64_t n, float* y) {
       }
     sx = sxbuf.data();
   }
+  const std::vector<Block> blocks = row_blocks(outs);
+  const int64_t nblocks = static_cast<int64_t>(blocks.size());
 #pragma omp parallel
   {
     static thread_local std::vector<float> buf;
-    if (!direct && buf.size() < size_t(kRowBlock * cols)) buf.resize(size_t(kRowBlock * cols));
 #pragma omp for schedule(static)
     for (int64_t ib = 0; ib < nblocks; ++ib) {
-      const int64_t r0 = ib * kRowBlock, nr = std::min(rows, r0 + kRowBlock) - r0;
+      const Block& bk = blocks[size_t(ib)];
+      const Tensor& W = *bk.W;
+      const int64_t rows = W.rows(), r0 = bk.r0, nr = bk.nr;
+      const uint8_t* base = W.row(0);
+      const int64_t rb = W.row_bytes();
+      float* y = bk.y;
       auto wrow = [&](int64_t i) { return base + (r0 + i) * rb; };
-      if (direct) {
-        switch (type) {
-          case DType::F32: f_block<gemmf::F32L>(wrow, nr, x, n, cols, y, rows, r0); break;
-          case DType::F16: f_block<gemmf::F16L>(wrow, nr, x, n, cols, y, rows, r0); break;
-          case DType::Q8_0: q_block<gemmf::Q8_0B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
-          case DType::Q4_0: q_block<gemmf::Q4_0B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
-          case DType::Q4_1: q_block<gemmf::Q4_1B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
-          default: f_block<gemmf::BF16L>(wrow, nr, x, n, cols, y, rows, r0); break;
+      switch (W.type) {
+        case DType::F32: f_block<gemmf::F32L>(wrow, nr, x, n, cols, y, rows, r0); break;
+        case DType::F16: f_block<gemmf::F16L>(wrow, nr, x, n, cols, y, rows, r0); break;
+        case DType::BF16: f_block<gemmf::BF16L>(wrow, nr, x, n, cols, y, rows, r0); break;
+        case DType::Q8_0: q_block<gemmf::Q8_0B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
+        case DType::Q4_0: q_block<gemmf::Q4_0B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
+        case DType::Q4_1: q_block<gemmf::Q4_1B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
+        default: {  // K-quants: dequantise the row block, then f32 tiles
+          if (buf.size() < size_t(kRowBlock * cols)) buf.resize(size_t(kRowBlock * cols));
+          float* b = buf.data();
+          for (int64_t i = 0; i < nr; ++i) to_f32(W.type, W.row(r0 + i), b + i * cols, cols);
+          auto brow = [&](int64_t i) { return reinterpret_cast<const uint8_t*>(b + i * cols); };
+          f_block<gemmf::F32L>(brow, nr, x, n, cols, y, rows, r0);
         }
-      } else {
-        float* b = buf.data();
-        for (int64_t i = 0; i < nr; ++i) to_f32(type, W.row(r0 + i), b + i * cols, cols);
-        auto brow = [&](int64_t i) { return reinterpret_cast<const uint8_t*>(b + i * cols); };
-        f_block<gemmf::F32L>(brow, nr, x, n, cols, y, rows, r0);
       }
     }
   }
@@ -225,22 +243,27 @@ void q8_block(const uint8_t* base, int64_t rb, int64_t r0, int64_t nr, const gem
   }
 }
 
-void matmul_q8(const Tensor& W, const float* x, int64_t n, float* y) {
-  const int64_t rows = W.rows(), cols = W.cols(), nb = cols / 32;
+bool q8_type(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1; }
+
+// All of outs must have a q8_type.
+void matmul_q8(std::span<const MatmulOut> outs, const float* x, int64_t n) {
+  const int64_t cols = outs[0].W->cols(), nb = cols / 32;
   static thread_local std::vector<gemmq8::ActBlock> xa;
   xa.resize(size_t(n * nb));
   for (int64_t t = 0; t < n; ++t) gemmq8::quantize_row(x + t * cols, cols, xa.data() + t * nb);
-  const uint8_t* base = W.row(0);
-  const int64_t rb = W.row_bytes();
-  const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
   const gemmq8::ActBlock* xp = xa.data();
+  const std::vector<Block> blocks = row_blocks(outs);
+  const int64_t nblocks = static_cast<int64_t>(blocks.size());
 #pragma omp parallel for schedule(static)
   for (int64_t ib = 0; ib < nblocks; ++ib) {
-    const int64_t r0 = ib * kRowBlock, nr = std::min(rows, r0 + kRowBlock) - r0;
+    const Block& bk = blocks[size_t(ib)];
+    const Tensor& W = *bk.W;
+    const uint8_t* base = W.row(0);
+    const int64_t rb = W.row_bytes(), rows = W.rows();
     switch (W.type) {
-      case DType::Q8_0: q8_block<gemmq8::Q8_0B>(base, rb, r0, nr, xp, n, nb, y, rows); break;
-      case DType::Q4_0: q8_block<gemmq8::Q4_0B>(base, rb, r0, nr, xp, n, nb, y, rows); break;
-      default: q8_block<gemmq8::Q4_1B>(base, rb, r0, nr, xp, n, nb, y, rows); break;
+      case DType::Q8_0: q8_block<gemmq8::Q8_0B>(base, rb, bk.r0, bk.nr, xp, n, nb, bk.y, rows); break;
+      case DType::Q4_0: q8_block<gemmq8::Q4_0B>(base, rb, bk.r0, bk.nr, xp, n, nb, bk.y, rows); break;
+      default: q8_block<gemmq8::Q4_1B>(base, rb, bk.r0, bk.nr, xp, n, nb, bk.y, rows); break;
     }
   }
 }
@@ -285,18 +308,34 @@ void check(const Tensor& W, const char* what) {
 
 }  // namespace
 
-void matmul(const Tensor& W, const float* x, int64_t n, float* y, MatmulMode mode) {
-  check(W, "matmul");
-  if (n <= 0 || W.rows() == 0) return;
-  if (mode == MatmulMode::Q8 && n <= kDirectMaxTokens &&
-      (W.type == DType::Q8_0 || W.type == DType::Q4_0 || W.type == DType::Q4_1))
-    return matmul_q8(W, x, n, y);
-  switch (W.type) {
-    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1:
-    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
-      return n > kDirectMaxTokens ? matmul_blas(W, x, n, y) : matmul_f(W, x, n, y);
+void matmul(std::span<const MatmulOut> outs, const float* x, int64_t n, MatmulMode mode) {
+  if (outs.empty()) return;
+  const int64_t cols = outs[0].W->cols();
+  for (const MatmulOut& o : outs) {
+    check(*o.W, "matmul");
+    if (o.W->cols() != cols)
+      throw Error("matmul " + o.W->name + ": " + std::to_string(o.W->cols()) + " columns, but " + outs[0].W->name +
+                  " in the same group has " + std::to_string(cols));
   }
-  throw Error("matmul " + W.name + ": unsupported weight type " + dtype_name(W.type));
+  if (n <= 0) return;
+  if (n > kDirectMaxTokens) {
+    for (const MatmulOut& o : outs)
+      if (o.W->rows() > 0) matmul_blas(*o.W, x, n, o.y);
+    return;
+  }
+  if (mode == MatmulMode::Q8) {
+    std::vector<MatmulOut> q8, rest;
+    for (const MatmulOut& o : outs) (q8_type(o.W->type) ? q8 : rest).push_back(o);
+    if (!q8.empty()) matmul_q8(q8, x, n);
+    if (!rest.empty()) matmul_f(rest, x, n);
+    return;
+  }
+  matmul_f(outs, x, n);
+}
+
+void matmul(const Tensor& W, const float* x, int64_t n, float* y, MatmulMode mode) {
+  const MatmulOut one[] = {{&W, y}};
+  matmul(one, x, n, mode);
 }
 
 void matmul_reference(const Tensor& W, const float* x, int64_t n, float* y) {

@@ -1,6 +1,7 @@
 // Matrix products against weight tensors of any supported type, on all cores.
 #pragma once
 #include <cstdint>
+#include <span>
 
 #include "model/tensor.h"
 
@@ -19,6 +20,14 @@ enum class MatmulMode { Exact, Q8 };
 // dequantised in registers inside FMA tiles. Large n (prefill): row blocks are
 // dequantised once and multiplied with BLAS sgemm.
 void matmul(const Tensor& W, const float* x, int64_t n, float* y, MatmulMode mode = MatmulMode::Exact);
+
+// Several matrices with the same number of columns on one input x (Q, K and
+// V; gate and up): y_i = x W_i^T, each as above, in one parallel loop.
+struct MatmulOut {
+  const Tensor* W;
+  float* y;
+};
+void matmul(std::span<const MatmulOut> outs, const float* x, int64_t n, MatmulMode mode = MatmulMode::Exact);
 
 // Reference: dequantise W fully and loop in double. For tests only.
 void matmul_reference(const Tensor& W, const float* x, int64_t n, float* y);
