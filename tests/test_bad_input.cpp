@@ -26,6 +26,7 @@
 namespace fs = std::filesystem;
 using ckv::test::run_cli;
 using ckv::test::RunResult;
+using ckv::test::write_file;
 
 namespace {
 
@@ -64,11 +65,6 @@ std::string read_prefix(const std::string& path, size_t n) {
   return s;
 }
 
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!f) throw std::runtime_error("cannot write " + path);
-}
 
 template <typename T>
 void put(std::string& bytes, size_t off, T v) {

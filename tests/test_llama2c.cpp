@@ -14,6 +14,8 @@
 #include "test_util.h"
 
 using ckv::test::error_of;
+using ckv::test::TmpDir;
+using ckv::test::write_file;
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -23,25 +25,6 @@ namespace {
 std::string model_dir() { return ckv::test::source_dir() + "/models/stories260k"; }
 std::string model_bin() { return model_dir() + "/stories260K.bin"; }
 
-struct TmpDir {
-  fs::path path;
-  TmpDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("ckv_test_l2c_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TmpDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 
 // The file with header field i replaced.
@@ -113,7 +96,7 @@ TEST(Llama2c, Stories260K) {
 }
 
 TEST(Llama2c, TokenizerLookup) {
-  TmpDir d;
+  TmpDir d("l2c");
   fs::copy_file(model_bin(), d.path / "m.bin");
   auto m = ckv::load_model(d / "m.bin");
   EXPECT_TRUE(m->vocab.tokens.empty());  // none beside it: left empty
@@ -132,7 +115,7 @@ TEST(Llama2c, TokenizerLookup) {
 }
 
 TEST(Llama2c, TruncatedFilesAreRefused) {
-  TmpDir d;
+  TmpDir d("l2c");
   const std::string p = d / "t.bin";
   const std::string full = ckv::test::read_text(model_bin());
   std::vector<size_t> cuts = {0, 1, 3, 4, 27, 28, 29, 32, full.size() - 4, full.size() - 1};
@@ -152,7 +135,7 @@ TEST(Llama2c, TruncatedFilesAreRefused) {
 }
 
 TEST(Llama2c, BadHeaders) {
-  TmpDir d;
+  TmpDir d("l2c");
   const std::string p = d / "h.bin";
   const std::string full = ckv::test::read_text(model_bin());
   auto bad = [&](int field, int32_t v, std::vector<std::string> want) {
@@ -181,7 +164,7 @@ TEST(Llama2c, BadHeaders) {
 }
 
 TEST(Llama2c, UnsharedClassifier) {
-  TmpDir d;
+  TmpDir d("l2c");
   const std::string p = d / "u.bin";
   std::string full = ckv::test::read_text(model_bin());
   std::string cls(512 * 64 * 4, '\0');

@@ -16,6 +16,8 @@
 #include "test_util.h"
 
 using ckv::test::error_of;
+using ckv::test::TmpDir;
+using ckv::test::write_file;
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -26,26 +28,6 @@ namespace {
 std::string tiny(const std::string& name) { return ckv::test::shared_dir() + "/models/tiny-hf/" + name; }
 
 // A scratch directory removed at the end of the test.
-struct TmpDir {
-  fs::path path;
-  TmpDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("ckv_test_st_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TmpDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // 8-byte length + header text + data.
 std::string st_bytes(const std::string& header, const std::string& data = "") {
@@ -241,7 +223,7 @@ TEST(TinyHFDir, ShardedKeepsEveryShardMapped) {
 // ---- The parser on hand-made files ----
 
 TEST(SafetensorsParser, MinimalFiles) {
-  TmpDir d;
+  TmpDir d("st");
   write_file(d / "empty.st", st_bytes("{}"));
   EXPECT_TRUE(ckv::SafetensorsFile(d / "empty.st").tensors().empty());
   // Header padded with spaces; metadata; a zero-sized tensor.
@@ -263,7 +245,7 @@ TEST(SafetensorsParser, MinimalFiles) {
 }
 
 TEST(SafetensorsParser, RefusesBadFiles) {
-  TmpDir d;
+  TmpDir d("st");
   const std::string p = d / "bad.safetensors";
   auto bad = [&](const std::string& bytes, std::vector<std::string> want) {
     write_file(p, bytes);
@@ -313,7 +295,7 @@ TEST(SafetensorsParser, RefusesBadFiles) {
 
 TEST(SafetensorsLoader, TruncatedFilesAreRefused) {
   CKV_REQUIRE_SHARED();
-  TmpDir d;
+  TmpDir d("st");
   copy_dir(tiny("tiny-qwen3"), d);
   const std::string st = d / "model.safetensors";
   const std::string full = ckv::test::read_text(st);
@@ -334,7 +316,7 @@ TEST(SafetensorsLoader, TruncatedFilesAreRefused) {
 
 TEST(SafetensorsLoader, RandomHeaderDamageNeverCrashes) {
   CKV_REQUIRE_SHARED();
-  TmpDir d;
+  TmpDir d("st");
   copy_dir(tiny("tiny-mistral"), d);
   const std::string st = d / "model.safetensors";
   const std::string full = ckv::test::read_text(st);
@@ -359,7 +341,7 @@ TEST(SafetensorsLoader, RandomHeaderDamageNeverCrashes) {
 
 TEST(SafetensorsLoader, TruncatedShardIsRefused) {
   CKV_REQUIRE_SHARED();
-  TmpDir d;
+  TmpDir d("st");
   copy_dir(tiny("tiny-llama3"), d);
   const std::string shard = d / "model-00002-of-00003.safetensors";
   const std::string full = ckv::test::read_text(shard);
@@ -371,7 +353,7 @@ TEST(SafetensorsLoader, TruncatedShardIsRefused) {
 
 TEST(SafetensorsLoader, DamagedHeaders) {
   CKV_REQUIRE_SHARED();
-  TmpDir d;
+  TmpDir d("st");
   copy_dir(tiny("tiny-qwen3"), d);
   const std::string st = d / "model.safetensors";
   const std::string full = ckv::test::read_text(st);
@@ -417,7 +399,7 @@ TEST(SafetensorsLoader, DamagedHeaders) {
 
 TEST(SafetensorsLoader, MisalignedDataIsCopied) {
   CKV_REQUIRE_SHARED();
-  TmpDir d;
+  TmpDir d("st");
   copy_dir(tiny("tiny-qwen2"), d);  // F32: needs 4-byte alignment
   edit_header(d / "model.safetensors", [](json&, std::string&) {}, 1);
   auto ref = ckv::load_model(tiny("tiny-qwen2"));
@@ -433,7 +415,7 @@ TEST(SafetensorsLoader, MisalignedDataIsCopied) {
 
 TEST(SafetensorsLoader, BadIndex) {
   CKV_REQUIRE_SHARED();
-  TmpDir d;
+  TmpDir d("st");
   copy_dir(tiny("tiny-llama3"), d);
   const std::string idx = d / "model.safetensors.index.json";
   json j = ckv::test::read_json(idx);
@@ -463,7 +445,7 @@ TEST(SafetensorsLoader, BadIndex) {
 
 TEST(SafetensorsLoader, MissingFiles) {
   CKV_REQUIRE_SHARED();
-  TmpDir d;
+  TmpDir d("st");
   EXPECT_ERROR(ckv::load_model(d.path.string()), "config.json");
   fs::copy_file(tiny("tiny-qwen3") + "/config.json", d.path / "config.json");
   EXPECT_ERROR(ckv::load_model(d.path.string()), "no model.safetensors");
@@ -473,7 +455,7 @@ TEST(SafetensorsLoader, MissingFiles) {
 
 TEST(HFConfig, DamagedConfigsAreRefused) {
   CKV_REQUIRE_SHARED();
-  TmpDir d;
+  TmpDir d("st");
   copy_dir(tiny("tiny-llama3"), d);
   const std::string cp = d / "config.json";
   const json orig = ckv::test::read_json(cp);

@@ -35,6 +35,25 @@ std::vector<float> read_f32(const std::string& path) {
   return v;
 }
 
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+TmpDir::TmpDir(const std::string& tag) {
+  static int counter = 0;
+  path = std::filesystem::temp_directory_path() /
+         ("ckv_test_" + tag + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+  std::filesystem::remove_all(path);
+  std::filesystem::create_directories(path);
+}
+
+TmpDir::~TmpDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
 static std::string quote(const std::string& s) {
   std::string r = "'";
   for (char c : s) r += (c == '\'') ? std::string("'\\''") : std::string(1, c);

@@ -1,6 +1,7 @@
 // Shared helpers for tests: where ../shared is, reading golden files, running
 // the compresskv binary.
 #pragma once
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,19 @@ bool have_shared();         // false when ../shared is absent (tests then skip)
 std::string read_text(const std::string& path);
 nlohmann::json read_json(const std::string& path);
 std::vector<float> read_f32(const std::string& path);
+// Writes bytes to path (replacing it); throws when it cannot.
+void write_file(const std::string& path, const std::string& bytes);
+
+// A fresh directory under the system temp dir, removed with its contents at
+// the end of its scope; dir / "name" is a path inside it.
+struct TmpDir {
+  std::filesystem::path path;
+  explicit TmpDir(const std::string& tag);
+  ~TmpDir();
+  TmpDir(const TmpDir&) = delete;
+  TmpDir& operator=(const TmpDir&) = delete;
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
 
 struct RunResult {
   int status = -1;  // exit code
