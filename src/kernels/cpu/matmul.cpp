@@ -24,6 +24,7 @@
 
 #include "kernels/cpu/gemm_f32.h"
 #include "kernels/cpu/gemm_q8.h"
+#include "kernels/cpu/kquant_f32.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant_dot.h"
 #include "model/quant.h"
@@ -121,26 +122,33 @@ void q_to_f32(const uint8_t* src, float* dst, int64_t n) {
   }
 }
 
-// Converts rows of F16 / BF16 / Q8_0 / Q4_0 / Q4_1 (SIMD) or anything else
-// (reference dequantiser) to f32.
+}  // namespace
+
 void to_f32(DType type, const uint8_t* src, float* dst, int64_t n) {
   int64_t k = 0;
-  if (type == DType::F16) {
-    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, gemmf::F16L::load8(src, k));
-    for (; k < n; ++k) dst[k] = gemmf::F16L::load1(src, k);
-  } else if (type == DType::BF16) {
-    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, gemmf::BF16L::load8(src, k));
-    for (; k < n; ++k) dst[k] = gemmf::BF16L::load1(src, k);
-  } else if (type == DType::Q8_0) {
-    q_to_f32<gemmf::Q8_0B>(src, dst, n);
-  } else if (type == DType::Q4_0) {
-    q_to_f32<gemmf::Q4_0B>(src, dst, n);
-  } else if (type == DType::Q4_1) {
-    q_to_f32<gemmf::Q4_1B>(src, dst, n);
-  } else {
-    dequantize_row(type, src, dst, n);
+  auto blocks = [&](auto f, int64_t bytes) {
+    for (; k < n; k += 256) f(src + (k / 256) * bytes, dst + k);
+  };
+  switch (type) {
+    case DType::F16:
+      for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, gemmf::F16L::load8(src, k));
+      for (; k < n; ++k) dst[k] = gemmf::F16L::load1(src, k);
+      return;
+    case DType::BF16:
+      for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, gemmf::BF16L::load8(src, k));
+      for (; k < n; ++k) dst[k] = gemmf::BF16L::load1(src, k);
+      return;
+    case DType::Q8_0: return q_to_f32<gemmf::Q8_0B>(src, dst, n);
+    case DType::Q4_0: return q_to_f32<gemmf::Q4_0B>(src, dst, n);
+    case DType::Q4_1: return q_to_f32<gemmf::Q4_1B>(src, dst, n);
+    case DType::Q4_K: return blocks(kq::q45_k<false>, sizeof(block_q4_K));
+    case DType::Q5_K: return blocks(kq::q45_k<true>, sizeof(block_q5_K));
+    case DType::Q6_K: return blocks(kq::q6_k, sizeof(block_q6_K));
+    default: return dequantize_row(type, src, dst, n);
   }
 }
+
+namespace {
 
 // Row blocks of a group of matrices that share one input, as one list (one
 // parallel loop for Q, K and V, or gate and up: fewer fork/joins per token and

@@ -29,6 +29,10 @@ struct MatmulOut {
 };
 void matmul(std::span<const MatmulOut> outs, const float* x, int64_t n, MatmulMode mode = MatmulMode::Exact);
 
+// n values of a weight row (n a multiple of the type's block) to f32 with
+// SIMD; bit-identical to dequantize_row.
+void to_f32(DType type, const uint8_t* src, float* dst, int64_t n);
+
 // Reference: dequantise W fully and loop in double. For tests only.
 void matmul_reference(const Tensor& W, const float* x, int64_t n, float* y);
 
