@@ -540,6 +540,7 @@ TEST(BadInputOptions, UnknownKvMethod) {
 
 TEST(BadInputOptions, UnknownMatmulMode) {
   expect_error({"run", "-m", stories(), "-p", "hi", "-n", "4", "--matmul", "int4"}, {"--matmul", "int4"});
+  expect_error({"bench", "-m", stories(), "-p", "8", "-n", "0", "--kv-type", "q4"}, {"--kv-type", "q4"});
 }
 
 TEST(BadInputOptions, BudgetNotAboveWindow) {

@@ -56,8 +56,8 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
                   "rounds keys and values to 11 bits)");
   app->add_option("--matmul", a.matmul,
                   "exact (default: fp32 on exactly dequantised weights, matches the references) or q8 "
-                  "(decode with 8-bit activations and integer dot products, as llama.cpp; ~1.6x faster, "
-                  "logits move by ~0.5)");
+                  "(decoding with 8-bit activations and integer dot products, as llama.cpp; ~1.25x faster "
+                  "decoding, logits move by up to ~0.5)");
 }
 
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof) {

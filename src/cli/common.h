@@ -24,6 +24,8 @@ std::unique_ptr<Model> load(const ModelArgs& a);
 // The model's tokenizer, or an error saying the model has none.
 std::unique_ptr<Tokenizer> tokenizer_for(const Model& m);
 
+// Flags of a session (run, bench): the --kv-* compression settings, the cache
+// row type and the decode matmul mode.
 struct SessionArgs {
   std::string method = "full";
   int budget = 0;

@@ -1,19 +1,23 @@
 // CPU matrix products y = x W^T for every weight type.
 //
 // Layout of the work (why):
-// - Every path computes in fp32 on weights dequantised exactly as the
-//   reference does: 8-bit activation quantisation (llama.cpp's way) moved
+// - By default every path computes in fp32 on weights dequantised exactly as
+//   the reference does: 8-bit activation quantisation (llama.cpp's way) moved
 //   SmolLM2's logits by ~0.6, far outside the golden tolerance of 1e-2.
 // - Small n (decode, memory-bound): FMA register tiles read the weights in
 //   place. Q4_0/Q4_1/Q8_0 are dequantised a whole 32-block at a time in
 //   registers (scales converted once per block, 4 x 8 f32 per block, reused
-//   across the tile's tokens); F16/BF16 8 values at a time; K-quants go
-//   through a row-block buffer.
+//   across the tile's tokens); F16/BF16 8 values at a time.
 // - Large n (prefill, compute-bound): a block of rows is dequantised to f32
 //   once and multiplied with all tokens by single-threaded sgemm.
+// - K-quants are converted a 32-row block at a time to f32 (SIMD, exact) and
+//   go through the float tiles.
+// - MatmulMode::Q8 (opt-in, small n, Q8_0/Q4_0/Q4_1): integer tiles on 8-bit
+//   activations (gemm_q8.h).
 // - Threads: rows are cut into blocks handed out with schedule(static), so
-//   each thread owns one contiguous range of rows (and of y columns). Inside
-//   a block, token groups are the outer loop and row tiles the inner one.
+//   each thread owns one contiguous range of rows (and of y columns). Matrices
+//   sharing an input (Q/K/V, gate/up) are one list of blocks. Inside a block,
+//   token groups are the outer loop and row tiles the inner one.
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
