@@ -80,7 +80,8 @@ struct Q8_0B {
   static constexpr int64_t kBytes = 34;
   static constexpr int kForm = 1;  // factorised, scale only (see qtile)
   // Raw quants q and the scale d broadcast.
-  static void raw(const uint8_t* blk, __m256 q[4], __m256& d, __m256&) {
+  static void raw(const uint8_t* row, int64_t b, __m256 q[4], __m256& d, __m256&) {
+    const uint8_t* blk = row + b * kBytes;
     d = _mm256_set1_ps(qdot::f16(blk));
     for (int i = 0; i < 4; ++i)
       q[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * i))));
@@ -96,7 +97,7 @@ struct Q8_0B {
 struct Q4_0B {
   static constexpr int64_t kBytes = 18;
   static constexpr int kForm = 0;  // dequantise in registers (see qtile)
-  static void raw(const uint8_t*, __m256*, __m256&, __m256&) {}
+  static void raw(const uint8_t*, int64_t, __m256*, __m256&, __m256&) {}
   static void load(const uint8_t* blk, __m256 w[4]) {
     const float df = qdot::f16(blk);
     const __m256 d = _mm256_set1_ps(df), m = _mm256_set1_ps(-8.0f * df);
@@ -109,7 +110,8 @@ struct Q4_1B {
   static constexpr int kForm = 2;  // factorised, scale and min (see qtile)
   // Raw nibbles q, d broadcast, and dm = [d, m, d, m, ...] from one 4-byte
   // load and one conversion (both f16 scales sit side by side).
-  static void raw(const uint8_t* blk, __m256 q[4], __m256& d, __m256& dm) {
+  static void raw(const uint8_t* row, int64_t b, __m256 q[4], __m256& d, __m256& dm) {
+    const uint8_t* blk = row + b * kBytes;
     uint32_t u;
     std::memcpy(&u, blk, 4);
     const __m128 s = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(u)));  // [d, m, 0, 0]
@@ -123,6 +125,50 @@ struct Q4_1B {
     for (int i = 0; i < 4; ++i) w[i] = _mm256_fmadd_ps(w[i], d, m);
   }
 };
+
+// Q4_K / Q5_K read in place, 32-value sub-block b % 8 of super-block b / 8
+// at a time, in the factorised form of Q4_1: weight = dl * q - ml with
+// dl = d * scale, ml = dmin * min (both exact in f32), so d = dl and the
+// offset is -ml. kBytes is the average per 32 values (prefetch distance).
+inline void bytes32_to_f32(__m256i v, __m256 q[4]) {
+  const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+  q[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+  q[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+  q[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+  q[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+}
+template <bool kFifth>
+struct QK45B {
+  static constexpr int64_t kSuper = kFifth ? 176 : 144;
+  static constexpr int64_t kBytes = kSuper / 8;
+  static constexpr int kForm = 2;
+  static void raw(const uint8_t* row, int64_t b, __m256 q[4], __m256& d, __m256& dm) {
+    const uint8_t* blk = row + (b >> 3) * kSuper;
+    const int s = static_cast<int>(b & 7);
+    const uint8_t* sc6 = blk + 4;  // 12 bytes of 6-bit scales and mins
+    int sc, mn;
+    if (s < 4) {
+      sc = sc6[s] & 63, mn = sc6[s + 4] & 63;
+    } else {
+      sc = (sc6[s + 4] & 0xf) | ((sc6[s - 4] >> 6) << 4);
+      mn = (sc6[s + 4] >> 4) | ((sc6[s] >> 6) << 4);
+    }
+    const float dl = qdot::f16(blk) * float(sc), ml = qdot::f16(blk + 2) * float(mn);
+    d = _mm256_set1_ps(dl);
+    dm = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(_mm_setr_ps(dl, -ml, 0.0f, 0.0f))));
+    const uint8_t* qs = blk + (kFifth ? 48 : 16) + 32 * (s / 2);
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+    __m256i nib = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
+    if constexpr (kFifth) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
+      const __m256i h = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1));
+      nib = _mm256_or_si256(nib, _mm256_slli_epi16(h, 4));
+    }
+    bytes32_to_f32(nib, q);
+  }
+};
+using Q4_KB = QK45B<false>;
+using Q5_KB = QK45B<true>;
 
 // R rows x C tokens over whole 32-blocks (cols = 32 * nb). Each row's block is
 // expanded once and feeds C tokens; x is read from L1 as FMA memory operands.
@@ -170,7 +216,7 @@ inline void qtile(const uint8_t* const* w, const float* x, int64_t ldx, const fl
             acc[r][c][s % A] = _mm256_fmadd_ps(wv[s], _mm256_loadu_ps(xb + c * ldx + 8 * s), acc[r][c][s % A]);
       } else {
         __m256 d, dm;
-        QB::raw(w[r] + b * QB::kBytes, wv, d, dm);
+        QB::raw(w[r], b, wv, d, dm);
         _Pragma("GCC unroll 8")
         for (int c = 0; c < C; ++c) {
           const float* xc = xb + c * ldx;

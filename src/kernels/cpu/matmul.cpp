@@ -10,8 +10,9 @@
 //   across the tile's tokens); F16/BF16 8 values at a time.
 // - Large n (prefill, compute-bound): a block of rows is dequantised to f32
 //   once and multiplied with all tokens by single-threaded sgemm.
-// - K-quants are converted a 32-row block at a time to f32 (SIMD, exact) and
-//   go through the float tiles.
+// - Q4_K/Q5_K are read in place like Q4_1, a 32-value sub-block at a time;
+//   Q6_K is converted a 32-row block at a time to f32 (SIMD, exact) and goes
+//   through the float tiles.
 // - MatmulMode::Q8 (opt-in, small n, Q8_0/Q4_0/Q4_1): integer tiles on 8-bit
 //   activations (gemm_q8.h).
 // - Threads: rows are cut into blocks handed out with schedule(static), so
@@ -175,10 +176,13 @@ std::vector<Block> row_blocks(std::span<const MatmulOut> outs) {
 void matmul_f(std::span<const MatmulOut> outs, const float* x, int64_t n) {
   const int64_t cols = outs[0].W->cols();
   // Per token and 32-block: [0, s/4, 0, s/4, ...] with s the block's sum of
-  // x, for the m * sum(x) term of Q4_1 (see gemmf::qtile). Once per call.
+  // x, for the m * sum(x) term of Q4_1 and Q4_K/Q5_K (see gemmf::qtile).
   static thread_local std::vector<float> sxbuf;
   const float* sx = nullptr;
-  if (std::any_of(outs.begin(), outs.end(), [](const MatmulOut& o) { return o.W->type == DType::Q4_1; })) {
+  auto has_offset = [](const MatmulOut& o) {
+    return o.W->type == DType::Q4_1 || o.W->type == DType::Q4_K || o.W->type == DType::Q5_K;
+  };
+  if (std::any_of(outs.begin(), outs.end(), has_offset)) {
     const int64_t nb = cols / 32;
     sxbuf.assign(size_t(n * nb * 8), 0.0f);
     for (int64_t t = 0; t < n; ++t)
@@ -211,7 +215,9 @@ void matmul_f(std::span<const MatmulOut> outs, const float* x, int64_t n) {
         case DType::Q8_0: q_block<gemmf::Q8_0B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
         case DType::Q4_0: q_block<gemmf::Q4_0B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
         case DType::Q4_1: q_block<gemmf::Q4_1B>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
-        default: {  // K-quants: dequantise the row block, then f32 tiles
+        case DType::Q4_K: q_block<gemmf::Q4_KB>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
+        case DType::Q5_K: q_block<gemmf::Q5_KB>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
+        default: {  // Q6_K: dequantise the row block, then f32 tiles
           if (buf.size() < size_t(kRowBlock * cols)) buf.resize(size_t(kRowBlock * cols));
           float* b = buf.data();
           for (int64_t i = 0; i < nr; ++i) to_f32(W.type, W.row(r0 + i), b + i * cols, cols);
