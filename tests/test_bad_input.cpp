@@ -26,6 +26,7 @@
 namespace fs = std::filesystem;
 using ckv::test::run_cli;
 using ckv::test::RunResult;
+using ckv::test::TmpDir;
 using ckv::test::write_file;
 
 namespace {
@@ -39,22 +40,12 @@ std::string published(const std::string& name) {
   return ckv::test::shared_dir() + "/data/compresskv-published/" + name;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "ckv_bad_input_XXXXXX").string();
-    char* p = mkdtemp(t.data());
-    if (!p) throw std::runtime_error("mkdtemp failed");
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+// A writable copy of a tiny-hf checkpoint inside t; returns its directory.
+std::string copy_tiny(const TmpDir& t, const std::string& name) {
+  const std::string dir = t / name;
+  fs::copy(tiny_hf(name), dir, fs::copy_options::recursive);
+  return dir;
+}
 
 std::string read_prefix(const std::string& path, size_t n) {
   std::ifstream f(path, std::ios::binary);
@@ -233,7 +224,7 @@ TEST(BadInputControl, InfoOnEveryFormat) {
 }
 
 TEST(BadInputControl, Perplexity) {
-  TempDir t;
+  TmpDir t("bad_input");
   write_file(t / "text.txt", "Once upon a time there was a little girl. She liked to play.");
   RunResult r = expect_ok({"perplexity", "-m", stories(), "-f", t / "text.txt"});
   EXPECT_FALSE(r.out.empty());
@@ -246,7 +237,7 @@ TEST(BadInputControl, Bench) {
 
 // profile import for stories260K's own shape, then compresskv with it.
 TEST(BadInputControl, ProfileImportAndCompressKV) {
-  TempDir t;
+  TmpDir t("bad_input");
   nlohmann::json heads;
   for (int l = 0; l < 5; ++l) heads[std::to_string(l)] = {3, 1, 0, 2, 4, 5, 6, 7};
   write_file(t / "heads.json", heads.dump());
@@ -263,7 +254,7 @@ TEST(BadInputControl, ProfileImportAndCompressKV) {
 // Cuts a full copy at descending offsets: header, metadata, tensor infos,
 // tensor data and the very last byte. Every cut must be refused.
 TEST_F(GgufBad, Truncated) {
-  TempDir t;
+  TmpDir t("bad_input");
   const std::string cut = t / "cut.gguf";
   fs::copy_file(smollm(), cut);
   const uint64_t size = fs::file_size(cut);
@@ -299,7 +290,7 @@ TEST_F(GgufBad, Truncated) {
 
 // A file with neither the GGUF magic nor a valid llama2.c header.
 TEST_F(GgufBad, WrongMagic) {
-  TempDir t;
+  TmpDir t("bad_input");
   std::string b = header_copy();
   b[3] = 'X';  // "GGUX"
   write_file(t / "m.gguf", b);
@@ -311,7 +302,7 @@ TEST_F(GgufBad, WrongMagic) {
 }
 
 TEST_F(GgufBad, WrongVersion) {
-  TempDir t;
+  TmpDir t("bad_input");
   std::string b = header_copy();
   put<uint32_t>(b, 4, 7);
   write_file(t / "v7.gguf", b);
@@ -322,7 +313,7 @@ TEST_F(GgufBad, WrongVersion) {
 }
 
 TEST_F(GgufBad, UnknownTensorType) {
-  TempDir t;
+  TmpDir t("bad_input");
   std::string b = header_copy();
   // Also found by the name bytes: the walk and a plain search must agree.
   size_t name = b.find("blk.0.attn_q.weight");
@@ -334,7 +325,7 @@ TEST_F(GgufBad, UnknownTensorType) {
 }
 
 TEST_F(GgufBad, AbsurdDimension) {
-  TempDir t;
+  TmpDir t("bad_input");
   std::string b = header_copy();
   put<uint64_t>(b, layout_.q_dims, uint64_t(1) << 50);
   write_file(t / "dim.gguf", b);
@@ -363,7 +354,7 @@ TEST_F(GgufBad, AbsurdDimension) {
 }
 
 TEST_F(GgufBad, AbsurdMetadata) {
-  TempDir t;
+  TmpDir t("bad_input");
   ASSERT_TRUE(layout_.meta_value.count("llama.block_count"));
   ASSERT_TRUE(layout_.meta_value.count("llama.attention.head_count"));
   // Metadata is read after the whole header checks out: patch a full copy.
@@ -399,7 +390,7 @@ TEST_F(GgufBad, AbsurdMetadata) {
 // ---------------------------------------------------------------- bad llama2.c
 
 TEST(BadInputLlama2c, Truncated) {
-  TempDir t;
+  TmpDir t("bad_input");
   const std::string bin = t / "stories260K.bin";
   fs::copy_file(stories(), bin);
   const uint64_t size = fs::file_size(bin);
@@ -413,7 +404,7 @@ TEST(BadInputLlama2c, Truncated) {
 }
 
 TEST(BadInputLlama2c, AbsurdHeader) {
-  TempDir t;
+  TmpDir t("bad_input");
   const std::string orig = read_prefix(stories(), 64u << 20);
   struct Case {
     int field;
@@ -434,7 +425,7 @@ TEST(BadInputLlama2c, AbsurdHeader) {
 
 // A llama2.c model whose tokenizer has another vocabulary size.
 TEST(BadInputLlama2c, TokenizerDoesNotFit) {
-  TempDir t;
+  TmpDir t("bad_input");
   fs::copy_file(stories(), t / "stories260K.bin");
   std::string tok;
   auto i32 = [&](int32_t v) { tok.append(reinterpret_cast<const char*>(&v), 4); };
@@ -456,7 +447,7 @@ TEST(BadInputLlama2c, TokenizerDoesNotFit) {
 }
 
 TEST(BadInputLlama2c, NoTokenizer) {
-  TempDir t;
+  TmpDir t("bad_input");
   fs::copy_file(stories(), t / "stories260K.bin");
   expect_error({"tokenize", "-m", t / "stories260K.bin", "-p", "hello"}, {t / "stories260K.bin", "tokenizer"});
 }
@@ -465,9 +456,8 @@ TEST(BadInputLlama2c, NoTokenizer) {
 
 TEST(BadInputSafetensors, TruncatedShard) {
   CKV_REQUIRE_SHARED();
-  TempDir t;
-  const std::string dir = t / "tiny-qwen3";
-  fs::copy(tiny_hf("tiny-qwen3"), dir, fs::copy_options::recursive);
+  TmpDir t("bad_input");
+  const std::string dir = copy_tiny(t, "tiny-qwen3");
   const std::string st = dir + "/model.safetensors";
   const uint64_t size = fs::file_size(st);
   for (uint64_t off : {size - 1, size / 2, uint64_t(200), uint64_t(9), uint64_t(4)}) {
@@ -476,8 +466,7 @@ TEST(BadInputSafetensors, TruncatedShard) {
     expect_error({"info", "-m", dir}, {st});
   }
   // One shard of a sharded checkpoint.
-  const std::string dir3 = t / "tiny-llama3";
-  fs::copy(tiny_hf("tiny-llama3"), dir3, fs::copy_options::recursive);
+  const std::string dir3 = copy_tiny(t, "tiny-llama3");
   const std::string shard = dir3 + "/model-00002-of-00003.safetensors";
   fs::resize_file(shard, fs::file_size(shard) - 1);
   expect_error({"info", "-m", dir3}, {shard});
@@ -488,9 +477,8 @@ TEST(BadInputSafetensors, TruncatedShard) {
 
 TEST(BadInputSafetensors, BadConfig) {
   CKV_REQUIRE_SHARED();
-  TempDir t;
-  const std::string dir = t / "tiny-qwen3";
-  fs::copy(tiny_hf("tiny-qwen3"), dir, fs::copy_options::recursive);
+  TmpDir t("bad_input");
+  const std::string dir = copy_tiny(t, "tiny-qwen3");
   const std::string cfg_path = dir + "/config.json";
   const nlohmann::json cfg = nlohmann::json::parse(ckv::test::read_text(cfg_path));
 
@@ -528,7 +516,7 @@ TEST(BadInputOptions, PromptLongerThanContext) {
   std::string p;
   for (int i = 0; i < 40; ++i) p += "Once upon a time ";
   expect_error({"run", "-m", stories(), "-p", p, "-c", "16", "-n", "4"}, {"-c", "16"});
-  TempDir t;
+  TmpDir t("bad_input");
   write_file(t / "long.txt", p);
   expect_error({"perplexity", "-m", stories(), "-f", t / "long.txt", "-c", "16"}, {t / "long.txt", "16"});
 }
@@ -566,7 +554,7 @@ TEST(BadInputOptions, CompressKVWithoutProfile) {
 // The authors' Llama-3.1-8B ranking has 32 layers; SmolLM2 has 30.
 TEST(BadInputOptions, ProfileImportForOtherModel) {
   CKV_REQUIRE_SHARED();
-  TempDir t;
+  TmpDir t("bad_input");
   const std::string heads = published("Llama-3.1-8B-Instruct_head_idx.json");
   if (fs::exists(smollm()))
     expect_error({"profile", "import", "-m", smollm(), "--heads", heads, "-o", t / "p.json"}, {heads, "32", "30"});
@@ -590,7 +578,7 @@ TEST(BadInputOptions, ProfileImportForOtherModel) {
 
 // A valid profile for a 32-layer Llama-3.1-8B-shaped model used with stories260K.
 TEST(BadInputOptions, ProfileForOtherShape) {
-  TempDir t;
+  TmpDir t("bad_input");
   nlohmann::json ranking = nlohmann::json::array();
   for (int l = 0; l < 32; ++l) ranking.push_back({0, 1, 2, 3, 4, 5, 6, 7});
   nlohmann::json j = {{"version", 1},
@@ -612,7 +600,7 @@ TEST(BadInputOptions, ProfileForOtherShape) {
 }
 
 TEST(BadInputOptions, MalformedProfile) {
-  TempDir t;
+  TmpDir t("bad_input");
   auto run_with = [&](const std::string& path) {
     return std::vector<std::string>{"run", "-m", stories(), "-p", "Once upon a time", "-n", "4", "--kv-method",
                                     "compresskv", "--kv-budget", "16", "--kv-window", "4", "--kv-profile", path};
@@ -635,7 +623,7 @@ TEST(BadInputOptions, MalformedProfile) {
 }
 
 TEST(BadInputOptions, MissingPromptFile) {
-  TempDir t;
+  TmpDir t("bad_input");
   const std::string f = t / "no-such-prompt.txt";
   expect_error({"run", "-m", stories(), "-f", f, "-n", "4"}, {f});
   expect_error({"tokenize", "-m", stories(), "-f", f}, {f});
@@ -644,7 +632,7 @@ TEST(BadInputOptions, MissingPromptFile) {
 
 // std::ifstream opens a directory and reads it as empty: -f must refuse it.
 TEST(BadInputOptions, PromptFileIsDirectory) {
-  TempDir t;
+  TmpDir t("bad_input");
   expect_error({"run", "-m", stories(), "-f", t.path.string(), "-n", "4"}, {t.path.string()});
   expect_error({"tokenize", "-m", stories(), "-f", t.path.string()}, {t.path.string()});
 }
@@ -657,7 +645,7 @@ TEST(BadInputOptions, UnknownChatTemplate) {
 }
 
 TEST(BadInputOptions, MissingModel) {
-  TempDir t;
+  TmpDir t("bad_input");
   const std::string m = t / "no-such-model.gguf";
   expect_error({"run", "-m", m, "-p", "hi", "-n", "4"}, {m});
   expect_error({"tokenize", "-m", m, "-p", "hi"}, {m});

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
-#include <unistd.h>
 #include <fstream>
 #include <numeric>
 
@@ -19,10 +18,10 @@ using json = nlohmann::json;
 
 namespace {
 
+// Files of this test program, in one directory removed at exit.
 std::string tmp_path(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("ckv_test_profile_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
+  static const test::TmpDir dir("profile");
+  return dir / name;
 }
 
 std::string write(const std::string& name, const std::string& text) {
@@ -31,16 +30,7 @@ std::string write(const std::string& name, const std::string& text) {
   return p;
 }
 
-// The message of the ckv::Error f throws ("" if none).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 Profile small_profile() {
   Profile p;

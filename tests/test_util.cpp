@@ -42,11 +42,9 @@ void write_file(const std::string& path, const std::string& bytes) {
 }
 
 TmpDir::TmpDir(const std::string& tag) {
-  static int counter = 0;
-  path = std::filesystem::temp_directory_path() /
-         ("ckv_test_" + tag + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-  std::filesystem::remove_all(path);
-  std::filesystem::create_directories(path);
+  std::string t = (std::filesystem::temp_directory_path() / ("ckv_test_" + tag + "_XXXXXX")).string();
+  if (!mkdtemp(t.data())) throw std::runtime_error("cannot create a temporary directory from " + t);
+  path = t;
 }
 
 TmpDir::~TmpDir() {

@@ -151,13 +151,13 @@ void attention_decode(const float* q, const float* k_new, const float* v_new, in
 #pragma omp parallel
   {
     std::vector<float> s(static_cast<size_t>(rows) * std::max<int64_t>(kChunk, n));
+    std::vector<const float*> qr(rows);
+    std::vector<float*> sr(rows);
 #pragma omp for schedule(dynamic, 1)
     for (size_t it = 0; it < items.size(); ++it) {
       const Item& item = items[it];
       const int g = item.g;
       const int plen = prefix.len.empty() ? 0 : prefix.len[g];
-      std::vector<const float*> qr(rows);
-      std::vector<float*> sr(rows);
       for (int i = 0; i < rows; ++i) {
         qr[i] = q + (i / r) * qstride + (g * r + i % r) * hd;
         sr[i] = s.data() + static_cast<int64_t>(i) * std::max<int64_t>(kChunk, n);
