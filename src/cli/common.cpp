@@ -74,8 +74,8 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   o.press.alpha = a.alpha;
   o.press.beta = a.beta;
   o.kv_type = parse_kv_type(a.kv_type);
-  if (a.matmul == "exact") o.matmul = cpu::MatmulMode::Exact;
-  else if (a.matmul == "q8") o.matmul = cpu::MatmulMode::Q8;
+  if (a.matmul == "exact") o.q8_matmul = false;
+  else if (a.matmul == "q8") o.q8_matmul = true;
   else throw Error("--matmul must be exact or q8, got '" + a.matmul + "'");
   if (a.method != "full" && a.budget <= 0)
     throw Error("--kv-method " + a.method + " needs --kv-budget N (average tokens kept per layer)");

@@ -65,6 +65,8 @@ class KvCache {
   void grow(int n);
   // The same for one head (the kept rows of a compressing prefill).
   void grow_head(int layer, int g, int n);
+  // Undoes grow(n): every head n rows shorter, emptied pages back to the pool.
+  void shrink(int n);
   // Every head back to length 0 (pages to the pool).
   void clear();
 
@@ -93,8 +95,9 @@ class KvCache {
 
   // Bytes of the pages this cache holds (its real footprint).
   size_t bytes() const { return static_cast<size_t>(pages_held_) * pool_.page_bytes(); }
-  // Bytes a full cache of `tokens` positions takes in the same pages: the one
-  // definition of "what FullKV would hold" for run, bench and the server.
+  // Bytes a full cache of `tokens` positions takes in the same pages (every
+  // head ceil(tokens / page_rows) pages): the one definition of "what FullKV
+  // would hold" for run, bench and the server.
   size_t full_bytes(int64_t tokens) const;
   // Bytes of the page tables and lengths (host and device).
   size_t table_bytes() const;

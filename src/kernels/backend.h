@@ -136,9 +136,10 @@ class Backend {
   virtual void kv_append(std::span<const AppendItem> items, int layer, const float* k, const float* v) = 0;
   // Appends to head g of `layer` the rows rows[g] (ascending) of src.
   virtual void kv_gather(KvCache& cache, int layer, const DenseKV& src, std::span<const std::vector<int32_t>> rows) = 0;
-  // The cache's rows at `layer` into dst, right-aligned: head g's len rows
-  // at [first_new - len, first_new) (dst.start is ignored).
-  virtual void kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst) = 0;
+  // The cache's rows at `layer` into dst (f32), right-aligned: head g's
+  // first m = len - exclude_last rows at [first_new - m, first_new)
+  // (dst.start is ignored; exclude_last skips rows reserved for a read).
+  virtual void kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst, int exclude_last) = 0;
 
   // ---- scoring for the presses (DESIGN.md 2.1 steps 3-7)
   // For each group of query heads, the mean over its heads of the pooled
