@@ -53,3 +53,10 @@ if(CKV_CUDA)
   target_link_libraries(ckv PUBLIC ckv_cuda)
   target_compile_definitions(ckv PUBLIC CKV_HAVE_CUDA)
 endif()
+
+# GPU benchmarks (bench/bench_cuda.cpp): the engine on random weights of a
+# real shape and the kernels alone, against measured ceilings (scripts/gpu.sh).
+if(CKV_CUDA)
+  add_executable(bench_cuda ${CMAKE_SOURCE_DIR}/bench/bench_cuda.cpp)
+  target_link_libraries(bench_cuda PRIVATE ckv)
+endif()

@@ -197,11 +197,11 @@ __global__ void kv_gather_kernel(PagedPool pool, const int32_t* table, int max_p
   store_row(vd, v + (srow * G + g) * hd, hd, pool.elem, threadIdx.x, blockDim.x);
 }
 
-// Block (j, g): head g's row j to dense row first_new - len[g] + j.
-__global__ void kv_to_dense_kernel(PagedPool pool, const int32_t* table, const int32_t* len, int max_pages, float* k,
-                                   float* v, int64_t first_new, int G, int hd) {
+// Block (j, g): head g's row j to dense row first_new - m + j, m = len[g] - exclude.
+__global__ void kv_to_dense_kernel(PagedPool pool, const int32_t* table, const int32_t* len, int exclude,
+                                   int max_pages, float* k, float* v, int64_t first_new, int G, int hd) {
   const int g = blockIdx.y, j = blockIdx.x;
-  const int L = len[g];
+  const int L = len[g] - exclude;
   if (j >= L) return;
   const size_t esz = pool.elem == KvElem::F16 ? 2 : 4;
   const uint8_t* kr = page_row(pool, table + static_cast<size_t>(g) * max_pages, j, hd, esz);
@@ -504,7 +504,7 @@ class CudaBackend final : public Backend {
   // ---- KV store
   void kv_append(std::span<const AppendItem> items, int layer, const float* k, const float* v) override;
   void kv_gather(KvCache& cache, int layer, const DenseKV& src, std::span<const std::vector<int32_t>> rows) override;
-  void kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst) override;
+  void kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst, int exclude_last) override;
 
   // ---- scoring
   void window_scores(const float* qw, const float* k, int T, int w, int n_heads, int n_kv, int hd,
@@ -905,9 +905,12 @@ void CudaBackend::kv_gather(KvCache& cache, int layer, const DenseKV& src, std::
     meta[g + 1] = meta[g] + static_cast<int32_t>(rows[g].size());
     max_cnt = std::max(max_cnt, static_cast<int>(rows[g].size()));
   }
+  // The caller has grown each head by its count: the rows go to its last ones.
   for (int g = 0; g < G; ++g) {
-    meta[G + 1 + g] = cache.len(layer, g);
-    cache.grow_head(layer, g, static_cast<int>(rows[g].size()));
+    meta[G + 1 + g] = cache.len(layer, g) - static_cast<int32_t>(rows[g].size());
+    if (meta[G + 1 + g] < 0)
+      throw Error("CUDA kv_gather: head " + std::to_string(g) + " was not grown for its " +
+                  std::to_string(rows[g].size()) + " rows");
   }
   for (int g = 0; g < G; ++g) meta.insert(meta.end(), rows[g].begin(), rows[g].end());
   if (max_cnt == 0) return;
@@ -919,11 +922,12 @@ void CudaBackend::kv_gather(KvCache& cache, int layer, const DenseKV& src, std::
   CKV_LAUNCH_CHECK();
 }
 
-void CudaBackend::kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst) {
+void CudaBackend::kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst, int exclude_last) {
   const int G = cache.n_kv_heads(), hd = cache.head_dim();
   int max_len = 0;
   for (int g = 0; g < G; ++g) {
-    const int L = cache.len(layer, g);
+    const int L = cache.len(layer, g) - exclude_last;
+    if (L < 0) throw Error("CUDA kv_to_dense: exclude_last above head " + std::to_string(g) + "'s length");
     if (L > dst.first_new)
       throw Error("CUDA kv_to_dense: head " + std::to_string(g) + " holds " + std::to_string(L) +
                   " rows, more than the " + std::to_string(dst.first_new) + " before the new ones");
@@ -932,8 +936,8 @@ void CudaBackend::kv_to_dense(const KvCache& cache, int layer, const DenseKV& ds
   if (max_len == 0) return;
   const size_t lay = static_cast<size_t>(layer) * G;
   kv_to_dense_kernel<<<dim3(max_len, G), 128, 0, stream_>>>(pool_of(cache), cache.device_table() + lay * cache.max_pages(),
-                                                            cache.device_len() + lay, cache.max_pages(), dst.k, dst.v,
-                                                            dst.first_new, G, hd);
+                                                            cache.device_len() + lay, exclude_last, cache.max_pages(),
+                                                            dst.k, dst.v, dst.first_new, G, hd);
   CKV_LAUNCH_CHECK();
 }
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Here, on a machine with nvcc and no GPU: build the GPU test and benchmark
+# programs and lay out what one `scripts/gpu.sh` call on the GPU machine needs
+# in the main checkout's ignored .carry/ folder (the device tool sends the
+# main checkout only):
+#   .carry/cuda            this worktree (no build dirs, no .git)
+#   .carry/cuda/prebuilt   the two programs, the shared libraries they need
+#                          beyond glibc/libstdc++/CUDA, and where they were built
+#   .carry/shared          the parts of ../shared the GPU tests and benchmarks read
+# Then: run with carry [".carry/cuda", ".carry/shared"] and
+#   cd .carry/cuda && bash scripts/gpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=$PWD
+MAIN=${MAIN:-/work/main}
+[ -d build-cuda ] || cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C build-cuda -j"${JOBS:-1}" test_cuda_backend bench_cuda
+DST=$MAIN/.carry/cuda
+mkdir -p "$DST"
+rsync -a --delete --exclude 'build*' --exclude .git --exclude gpu-out "$SRC/" "$DST/"
+mkdir -p "$DST/prebuilt/bin" "$DST/prebuilt/lib"
+for b in test_cuda_backend bench_cuda; do strip --strip-debug -o "$DST/prebuilt/bin/$b" "build-cuda/$b"; done
+echo "$SRC" >"$DST/prebuilt/source_dir"
+git rev-parse --short HEAD >"$DST/prebuilt/commit"
+for lib in $(ldd build-cuda/test_cuda_backend build-cuda/bench_cuda | awk '/=>/ {print $3}' | sort -u); do
+  case $(basename "$lib") in
+    libc.so* | libm.so* | libstdc++* | libgcc_s* | ld-linux* | libdl* | libpthread* | librt* | libcublas* | libcudart* | libcuda.so*) ;;
+    *) cp -L "$lib" "$DST/prebuilt/lib/" ;;
+  esac
+done
+SH=$MAIN/.carry/shared
+SHARED=${SHARED:-$SRC/../shared}
+mkdir -p "$SH/golden" "$SH/models" "$SH/data"
+rsync -a --delete "$SHARED/golden/tiny-hf" "$SHARED/golden/stories260k" "$SH/golden/"
+rsync -a --delete "$SHARED/models/tiny-hf" "$SH/models/"
+rsync -a --delete "$SHARED/data/compresskv-published" "$SH/data/"
+du -sh "$DST" "$SH" "$DST/prebuilt"
