@@ -35,6 +35,7 @@ done
 
 if [ -z "${BUILD:-}" ] && [ -x prebuilt/bin/test_cuda_backend ]; then
   BIN=$ROOT/prebuilt/bin
+  [ -d prebuilt/lib ] || tar -C prebuilt -xJf prebuilt/lib.tar.xz
   export LD_LIBRARY_PATH="$ROOT/prebuilt/lib:${LD_LIBRARY_PATH:-}"
   # The prebuilt tests name the source tree by the path they were built at.
   AT=$(cat prebuilt/source_dir)
@@ -49,11 +50,11 @@ fi
 
 if has tests; then
   stamp "GPU tests"
-  "$BIN/test_cuda_backend" --gtest_brief=1 2>&1 | tee "$OUT/tests.log" | grep -v "^\[       OK\|^\[ RUN" | tail -60
+  timeout "${T_TESTS:-180}" "$BIN/test_cuda_backend" --gtest_brief=1 2>&1 | tee "$OUT/tests.log" | grep -v "^\[       OK\|^\[ RUN" | tail -60
 fi
 if has sanitizer; then
   stamp "compute-sanitizer memcheck (the op tests)"
-  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+  timeout "${T_SAN:-200}" compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
     "$BIN/test_cuda_backend" --gtest_brief=1 --gtest_filter='CudaOps.*' >"$OUT/memcheck.log" 2>&1
   echo "memcheck exit: $? ($(grep -c 'Invalid\|out of bounds' "$OUT/memcheck.log") error lines)"
   tail -8 "$OUT/memcheck.log"
@@ -67,17 +68,17 @@ PROF=(--heads "$SHARED/data/compresskv-published/Llama-3.1-8B-Instruct_head_idx.
       --scores "$SHARED/data/compresskv-published/Llama-3.1-8B-Instruct_layer_score.json")
 if has kernels; then
   stamp "kernels (Llama-3.1-8B sizes)"
-  "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" --kernels --scenarios none \
+  timeout "${T_KERN:-90}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" --kernels --scenarios none \
     --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log"
 fi
 if has engine; then
   stamp "engine: $SCENARIOS"
-  "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" "${PROF[@]}" --scenarios "$SCENARIOS" \
+  timeout "${T_ENGINE:-300}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" "${PROF[@]}" --scenarios "$SCENARIOS" \
     --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 fi
 if has peer; then
   stamp "transformers peer"
-  PYTHONUNBUFFERED=1 timeout 400 python3 bench/hf_peer.py "$CONFIG" ${PEER_ARGS:-} 2>"$OUT/peer.err" | tee "$OUT/peer.jsonl"
+  PYTHONUNBUFFERED=1 timeout "${T_PEER:-200}" python3 bench/hf_peer.py "$CONFIG" ${PEER_ARGS:-} 2>"$OUT/peer.err" | tee "$OUT/peer.jsonl"
   tail -3 "$OUT/peer.err"
 fi
 stamp done

@@ -16,8 +16,8 @@ MAIN=${MAIN:-/work/main}
 [ -d build-cuda ] || cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build-cuda -j"${JOBS:-1}" test_cuda_backend bench_cuda
 DST=$MAIN/.carry/cuda
-mkdir -p "$DST"
-rsync -a --delete --exclude 'build*' --exclude .git --exclude gpu-out "$SRC/" "$DST/"
+rm -rf "$DST" && mkdir -p "$DST"
+tar -C "$SRC" --exclude='./build*' --exclude=./.git --exclude=./gpu-out -cf - . | tar -C "$DST" -xf -
 mkdir -p "$DST/prebuilt/bin" "$DST/prebuilt/lib"
 for b in test_cuda_backend bench_cuda; do strip --strip-debug -o "$DST/prebuilt/bin/$b" "build-cuda/$b"; done
 echo "$SRC" >"$DST/prebuilt/source_dir"
@@ -28,10 +28,12 @@ for lib in $(ldd build-cuda/test_cuda_backend build-cuda/bench_cuda | awk '/=>/ 
     *) cp -L "$lib" "$DST/prebuilt/lib/" ;;
   esac
 done
+# The 64 MiB the tool carries: the libraries travel xz-compressed.
+tar -C "$DST/prebuilt" -cJf "$DST/prebuilt/lib.tar.xz" lib && rm -rf "$DST/prebuilt/lib"
 SH=$MAIN/.carry/shared
 SHARED=${SHARED:-$SRC/../shared}
-mkdir -p "$SH/golden" "$SH/models" "$SH/data"
-rsync -a --delete "$SHARED/golden/tiny-hf" "$SHARED/golden/stories260k" "$SH/golden/"
-rsync -a --delete "$SHARED/models/tiny-hf" "$SH/models/"
-rsync -a --delete "$SHARED/data/compresskv-published" "$SH/data/"
+rm -rf "$SH" && mkdir -p "$SH/golden" "$SH/models" "$SH/data"
+cp -a "$SHARED/golden/tiny-hf" "$SHARED/golden/stories260k" "$SH/golden/"
+cp -a "$SHARED/models/tiny-hf" "$SH/models/"
+cp -a "$SHARED/data/compresskv-published" "$SH/data/"
 du -sh "$DST" "$SH" "$DST/prebuilt"
