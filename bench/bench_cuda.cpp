@@ -192,12 +192,23 @@ nlohmann::json run_kernels(const Model& m, const Ceil& ce) {
     be->fill(p, static_cast<int64_t>(n), 0.01f);
     return p;
   };
-  {  // products of a 4096-row chunk (the prefill's shape) and of a decode batch
+  {  // products of a 4096-row chunk (the prefill's shape) and of a decode batch; n = 1 also through cuBLASLt
     float* x = buf(size_t(4096) * c.hidden_dim);
     float* y = buf(size_t(4096) * c.hidden_dim);
     const LayerWeights& w = m.layers[0];
     for (int n : {4096, 1, 32}) {
       const MatmulOut o[] = {{&w.w_gate, y}};
+      if (n == 1) {  // the fused GEMV against cuBLASLt for a single row, and q/k/v in one launch
+        auto one = time(200, [&] { be->matmul(o, x, 1); });
+        const MatmulOut g2[] = {{&w.w_gate, y}, {&w.w_up, y + c.hidden_dim}};
+        auto two = time(200, [&] { be->matmul(g2, x, 1); });
+        const double by1 = 2.0 * c.dim * c.hidden_dim;
+        std::printf("gemv 1 x %d x %d: %8.3f ms  %6.0f GB/s (%4.1f%% of copy); gate+up in one launch: %6.0f GB/s\n",
+                    c.dim, c.hidden_dim, one * 1e3, by1 / one / 1e9, 100 * by1 / one / 1e9 / ce.copy_gbs,
+                    2 * by1 / two / 1e9);
+        out.push_back({{"kernel", "gemv"}, {"ms", one * 1e3}, {"gbs", by1 / one / 1e9}, {"gate_up_gbs", 2 * by1 / two / 1e9}});
+        setenv("CKV_CUDA_NO_GEMV", "1", 1);
+      }
       const double s = time(n == 4096 ? 20 : 200, [&] { be->matmul(o, x, n); });
       const double fl = 2.0 * n * c.dim * c.hidden_dim, by = 2.0 * c.dim * c.hidden_dim;
       std::printf("matmul %5d x %d x %d: %8.3f ms  %6.1f TFLOP/s (%4.1f%% of GEMM)  %6.0f GB/s (%4.1f%% of copy)\n", n,
@@ -205,6 +216,7 @@ nlohmann::json run_kernels(const Model& m, const Ceil& ce) {
                   100 * by / s / 1e9 / ce.copy_gbs);
       out.push_back({{"kernel", "matmul"}, {"n", n}, {"ms", s * 1e3}, {"tflops", fl / s / 1e12}, {"gbs", by / s / 1e9}});
     }
+    unsetenv("CKV_CUDA_NO_GEMV");
     be->free(x);
     be->free(y);
   }
@@ -221,13 +233,18 @@ nlohmann::json run_kernels(const Model& m, const Ceil& ce) {
     be->upload(v, r.data(), r.size() * 4);
     be->upload(q, r.data(), size_t(4096) * H * hd * 4);
     const DenseKV kv{k, v, 0, {}};
-    const double s = time(2, [&] {
-      for (int i0 = 0; i0 < T; i0 += 4096) be->attention_prefill(q, i0, 4096, kv, H, G, hd, o);
-    });
-    const double fl = 4.0 * (double(T) * T / 2) * hd * H;
-    std::printf("attention_prefill T=%d (one layer): %8.3f ms  %6.1f TFLOP/s (%4.1f%% of GEMM)\n", T, s * 1e3,
-                fl / s / 1e12, 100 * fl / s / 1e12 / ce.gemm_tflops);
-    out.push_back({{"kernel", "attention_prefill"}, {"T", T}, {"ms", s * 1e3}, {"tflops", fl / s / 1e12}});
+    for (const char* rows : {"128", "64"}) {  // the block shape variants; 64 (the default) last
+      setenv("CKV_CUDA_PREFILL_ROWS", rows, 1);
+      const double s = time(2, [&] {
+        for (int i0 = 0; i0 < T; i0 += 4096) be->attention_prefill(q, i0, 4096, kv, H, G, hd, o);
+      });
+      const double fl = 4.0 * (double(T) * T / 2) * hd * H;
+      std::printf("attention_prefill T=%d (one layer, %s-row blocks): %8.3f ms  %6.1f TFLOP/s (%4.1f%% of GEMM)\n", T,
+                  rows, s * 1e3, fl / s / 1e12, 100 * fl / s / 1e12 / ce.gemm_tflops);
+      out.push_back({{"kernel", "attention_prefill"}, {"T", T}, {"block_rows", std::atoi(rows)}, {"ms", s * 1e3},
+                     {"tflops", fl / s / 1e12}});
+    }
+    unsetenv("CKV_CUDA_PREFILL_ROWS");
     be->free(q), be->free(o), be->free(k), be->free(v);
   }
   for (int B : {1, 8, 32}) {  // decode over f16 pages of 32768 rows per head, one layer

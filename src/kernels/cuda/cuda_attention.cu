@@ -13,6 +13,7 @@
 // ldmatrix rows hit distinct banks); V's B operand comes from ldmatrix.trans.
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -187,10 +188,11 @@ struct WarpFA {
 // of its KV head from the head's start to the block's last visible key,
 // double-buffered with cp.async. Tiles of the causal diagonal go first
 // (blocks in reverse order) so the long blocks start early.
-constexpr int kPrefillBM = 64, kPrefillBN = 64;
+// NW warps a block: 64 or 128 query rows (CKV_CUDA_PREFILL_ROWS picks; 64 by default).
+constexpr int kPrefillBN = 64;
 
-template <int HD>
-__global__ void __launch_bounds__(128) prefill_mma_kernel(const float* __restrict__ q, const __half* __restrict__ kh,
+template <int HD, int NW>
+__global__ void __launch_bounds__(NW * 32) prefill_mma_kernel(const float* __restrict__ q, const __half* __restrict__ kh,
                                                           const __half* __restrict__ vh, int64_t kv_row0,
                                                           float* __restrict__ out, int64_t i0, int nq,
                                                           int64_t first_new, const int32_t* __restrict__ start,
@@ -203,6 +205,7 @@ __global__ void __launch_bounds__(128) prefill_mma_kernel(const float* __restric
   const int qb = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, g = h / (H / G);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2;
+  constexpr int kPrefillBM = NW * 16;
   const int row_w = qb * kPrefillBM + warp * 16;  // this warp's first local row
 
   WarpFA<HD> fa;
@@ -286,8 +289,8 @@ __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict
   const DecodeWork w = plan.work[blockIdx.x];
   const PagedSeq sq = plan.seqs[w.seq];
   const int r = H / G, nrows = r * sq.n;
-  const int len = sq.len[w.g];
-  const int32_t* tab = sq.table + static_cast<size_t>(w.g) * sq.max_pages;
+  const int len = sq.len[plan.head_off + w.g];
+  const int32_t* tab = sq.table + static_cast<size_t>(plan.head_off + w.g) * sq.max_pages;
   const int P = pool.page_rows;
 
   WarpFA<HD> fa;
@@ -531,13 +534,14 @@ __global__ void __launch_bounds__(128) prefill_generic_kernel(const float* q, co
 
 template <typename T>
 __global__ void __launch_bounds__(128) decode_generic_kernel(const float* q, float* out, PagedPool pool,
-                                                             const PagedSeq* seqs, int H, int G, int hd, int plo,
-                                                             int phi, float* pmass, int32_t* parg) {
+                                                             const PagedSeq* seqs, int head_off, int H, int G, int hd,
+                                                             int plo, int phi, float* pmass, int32_t* parg) {
   const PagedSeq sq = seqs[blockIdx.z];
   const int i = blockIdx.x, h = blockIdx.y, g = h / (H / G);
   if (i >= sq.n) return;
-  const PagedRows<T> src{pool.base, pool.page_bytes, pool.page_rows, hd, sq.table + static_cast<size_t>(g) * sq.max_pages};
-  const int64_t hi = sq.len[g] - sq.n + i + 1;
+  const PagedRows<T> src{pool.base, pool.page_bytes, pool.page_rows, hd,
+                         sq.table + static_cast<size_t>(head_off + g) * sq.max_pages};
+  const int64_t hi = sq.len[head_off + g] - sq.n + i + 1;
   const int64_t row = (static_cast<int64_t>(sq.row0) + i) * H + h;
   attend_row(q + row * hd, out + row * hd, src, 0, hi, hd, rsqrtf(static_cast<float>(hd)), plo, phi,
              pmass ? pmass + h : nullptr, parg ? parg + h : nullptr);
@@ -567,20 +571,20 @@ size_t decode_smem() {
   return stages > merge ? stages : merge;
 }
 
-template <int HD>
+template <int HD, int NW>
 void launch_prefill_mma(const float* q, const __half* kh, const __half* vh, int64_t kv_row0, float* out, int64_t i0,
                         int64_t nq, int64_t first_new, const int32_t* start, int H, int G, cudaStream_t s) {
   static bool attr = false;  // once per process (the attribute is per function)
   const size_t smem = prefill_smem<HD>();
   if (!attr) {
-    CKV_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CKV_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma_kernel<HD, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));
     attr = true;
   }
-  const dim3 grid(static_cast<unsigned>(ceil_div(nq, kPrefillBM)), H);
+  const dim3 grid(static_cast<unsigned>(ceil_div(nq, NW * 16)), H);
   const float qscale = kLog2e / std::sqrt(static_cast<float>(HD));
-  prefill_mma_kernel<HD><<<grid, 128, smem, s>>>(q, kh, vh, kv_row0, out, i0, static_cast<int>(nq), first_new, start,
-                                                 H, G, qscale);
+  prefill_mma_kernel<HD, NW><<<grid, NW * 32, smem, s>>>(q, kh, vh, kv_row0, out, i0, static_cast<int>(nq), first_new,
+                                                         start, H, G, qscale);
   CKV_LAUNCH_CHECK();
 }
 
@@ -611,10 +615,16 @@ int decode_tile_keys() { return 64; }
 
 void attention_prefill_f16(const float* q, const __half* kh, const __half* vh, int64_t kv_row0, float* out, int64_t i0,
                            int64_t nq, int64_t first_new, const int32_t* start, int H, int G, int hd, cudaStream_t s) {
-  if (hd == 64)
-    launch_prefill_mma<64>(q, kh, vh, kv_row0, out, i0, nq, first_new, start, H, G, s);
+  const char* env = std::getenv("CKV_CUDA_PREFILL_ROWS");
+  const bool wide = env && std::atoi(env) == 128;
+  if (hd == 64 && wide)
+    launch_prefill_mma<64, 8>(q, kh, vh, kv_row0, out, i0, nq, first_new, start, H, G, s);
+  else if (hd == 64)
+    launch_prefill_mma<64, 4>(q, kh, vh, kv_row0, out, i0, nq, first_new, start, H, G, s);
+  else if (hd == 128 && wide)
+    launch_prefill_mma<128, 8>(q, kh, vh, kv_row0, out, i0, nq, first_new, start, H, G, s);
   else if (hd == 128)
-    launch_prefill_mma<128>(q, kh, vh, kv_row0, out, i0, nq, first_new, start, H, G, s);
+    launch_prefill_mma<128, 4>(q, kh, vh, kv_row0, out, i0, nq, first_new, start, H, G, s);
   else
     throw Error("CUDA prefill: no tensor-core kernel for head dim " + std::to_string(hd));
 }
@@ -650,17 +660,17 @@ void attention_decode_split(const float* q, float* out, const PagedPool& pool, c
 }
 
 void attention_decode_generic(const float* q, float* out, const PagedPool& pool, const PagedSeq* seqs, int n_seqs,
-                              int max_rows_per_seq, int n_heads, int n_kv, int hd, int probe_lo, int probe_hi,
-                              float* probe_mass, int32_t* probe_argmax, cudaStream_t s) {
+                              int max_rows_per_seq, int head_off, int n_heads, int n_kv, int hd, int probe_lo,
+                              int probe_hi, float* probe_mass, int32_t* probe_argmax, cudaStream_t s) {
   if (hd > kGenericMaxHd) throw Error("CUDA attention: head dim " + std::to_string(hd) + " above 256");
   if (n_seqs == 0 || max_rows_per_seq == 0) return;
   const dim3 grid(max_rows_per_seq, n_heads, n_seqs);
   if (pool.elem == KvElem::F16)
-    decode_generic_kernel<__half><<<grid, 128, 0, s>>>(q, out, pool, seqs, n_heads, n_kv, hd, probe_lo, probe_hi,
-                                                       probe_mass, probe_argmax);
+    decode_generic_kernel<__half><<<grid, 128, 0, s>>>(q, out, pool, seqs, head_off, n_heads, n_kv, hd, probe_lo,
+                                                       probe_hi, probe_mass, probe_argmax);
   else
-    decode_generic_kernel<float><<<grid, 128, 0, s>>>(q, out, pool, seqs, n_heads, n_kv, hd, probe_lo, probe_hi,
-                                                      probe_mass, probe_argmax);
+    decode_generic_kernel<float><<<grid, 128, 0, s>>>(q, out, pool, seqs, head_off, n_heads, n_kv, hd, probe_lo,
+                                                      probe_hi, probe_mass, probe_argmax);
   CKV_LAUNCH_CHECK();
 }
 

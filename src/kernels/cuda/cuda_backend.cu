@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <numeric>
 #include <thread>
@@ -101,6 +103,47 @@ __global__ void to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __res
   }
 }
 
+// One input row times up to three matrices in one launch (a decode step of
+// one sequence: q/k/v, gate/up): a warp per output row over the rows of all
+// outputs, W streamed with 16-byte loads that skip L1 (x stays there), f32 x
+// read directly (no bf16 copy), fp32 accumulation.
+struct GemvSet {
+  const __nv_bfloat16* w[3];
+  float* y[3];
+  int rows[3];
+  int n_out;
+};
+
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+__device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+
+__global__ void __launch_bounds__(256) gemv_kernel(GemvSet s, const float* __restrict__ x, int cols) {
+  int r = blockIdx.x * 8 + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  int o = 0;
+  while (o < s.n_out && r >= s.rows[o]) r -= s.rows[o++];
+  if (o >= s.n_out) return;
+  const __nv_bfloat16* wr = s.w[o] + static_cast<size_t>(r) * cols;
+  float acc = 0.0f;
+#pragma unroll 4
+  for (int c = lane * 8; c < cols; c += 256) {
+    const uint4 wv = ld_stream(wr + c);
+    const float4 x0 = *reinterpret_cast<const float4*>(x + c), x1 = *reinterpret_cast<const float4*>(x + c + 4);
+    acc += bf_lo(wv.x) * x0.x + bf_hi(wv.x) * x0.y + bf_lo(wv.y) * x0.z + bf_hi(wv.y) * x0.w + bf_lo(wv.z) * x1.x +
+           bf_hi(wv.z) * x1.y + bf_lo(wv.w) * x1.z + bf_hi(wv.w) * x1.w;
+  }
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, k);
+  if (lane == 0) s.y[o][r] = acc;
+}
+
 __global__ void add_bias_kernel(float* y, const float* b, int64_t n, int d) {
   GRID_STRIDE(i, n * d) y[i] += b[i % d];
 }
@@ -171,13 +214,14 @@ __device__ __forceinline__ uint8_t* page_row(const PagedPool& pool, const int32_
 
 // Block (token i, KV head g, sequence s): the batch row's K and V after the
 // head's first len - n rows.
-__global__ void kv_append_kernel(PagedPool pool, const PagedSeq* seqs, const float* k, const float* v, int G, int hd) {
+__global__ void kv_append_kernel(PagedPool pool, const PagedSeq* seqs, int head_off, const float* k, const float* v,
+                                 int G, int hd) {
   const PagedSeq sq = seqs[blockIdx.z];
   const int i = blockIdx.x, g = blockIdx.y;
   if (i >= sq.n) return;
   const size_t esz = pool.elem == KvElem::F16 ? 2 : 4;
-  const int64_t row = sq.len[g] - sq.n + i;
-  uint8_t* kd = page_row(pool, sq.table + static_cast<size_t>(g) * sq.max_pages, row, hd, esz);
+  const int64_t row = sq.len[head_off + g] - sq.n + i;
+  uint8_t* kd = page_row(pool, sq.table + static_cast<size_t>(head_off + g) * sq.max_pages, row, hd, esz);
   uint8_t* vd = kd + static_cast<size_t>(pool.page_rows) * hd * esz;
   const int64_t src = (static_cast<int64_t>(sq.row0 + i) * G + g) * hd;
   store_row(kd, k + src, hd, pool.elem, threadIdx.x, blockDim.x);
@@ -396,7 +440,8 @@ class CudaBackend final : public Backend {
       cublasLtMatrixLayoutDestroy(p.c);
     }
     for (void* p : owned_) cudaFree(p);
-    for (Scratch* s : {&xb_, &meta_, &part_, &ws_, &topk_, &kv16_}) cudaFree(s->p);
+    for (Scratch* s : {&xb_, &meta_, &part_, &ws_, &topk_, &kv16_, &pos_up_.buf, &seq_up_.buf, &plan_up_.buf})
+      cudaFree(s->p);
     cudaFree(lt_ws_);
     cublasLtDestroy(lt_);
     cudaStreamDestroy(stream_);
@@ -423,10 +468,12 @@ class CudaBackend final : public Backend {
     }
     return p;
   }
+  // Never throws (destructors call it): a failed sync leaves a sticky error
+  // that the next checked call reports.
   void free(void* p) override {
     if (!p) return;
-    CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    CKV_CUDA_CHECK(cudaFree(p));
+    cudaStreamSynchronize(stream_);
+    cudaFree(p);
   }
   void upload(void* dst, const void* src, size_t bytes) override {
     if (bytes) CKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
@@ -486,7 +533,7 @@ class CudaBackend final : public Backend {
     const int64_t n = static_cast<int64_t>(pos.size());
     if (n == 0) return;
     if (!inv_freq_) throw Error("CUDA rope: prepare() was not called");
-    int32_t* d = meta_upload(pos.data(), pos.size_bytes());
+    const int32_t* d = cached_upload<int32_t>(pos_up_, pos.data(), pos.size_bytes(), "CUDA positions");
     rope_kernel<<<grid_for(n * n_heads * (hd_ / 2), 256), 256, 0, stream_>>>(x, d, n, n_heads, hd_, inv_freq_,
                                                                                pos_scale_, interleaved_);
     CKV_LAUNCH_CHECK();
@@ -564,6 +611,22 @@ class CudaBackend final : public Backend {
     upload(d, src, bytes);
     return static_cast<T*>(d);
   }
+  // The same into a buffer of its own that keeps its last contents: equal
+  // bytes are not sent again (positions of every layer of a decode step, the
+  // step's page lists and plans).
+  struct Cached {
+    Scratch buf;
+    std::vector<uint8_t> last;
+  };
+  template <typename T>
+  T* cached_upload(Cached& c, const void* src, size_t bytes, const char* what) {
+    if (c.buf.p && c.last.size() == bytes && std::memcmp(c.last.data(), src, bytes) == 0) return static_cast<T*>(c.buf.p);
+    if (bytes > c.buf.cap) c.last.clear();  // grow() below replaces the buffer
+    void* d = grow(c.buf, bytes, what);
+    upload(d, src, bytes);
+    c.last.assign(static_cast<const uint8_t*>(src), static_cast<const uint8_t*>(src) + bytes);
+    return static_cast<T*>(d);
+  }
   void gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, float* y);
   PagedPool pool_of(const KvCache& c) const {
     const KvPool& p = c.pool();
@@ -594,6 +657,12 @@ class CudaBackend final : public Backend {
   // x as bf16 for the products; metadata; decode partials; window scores;
   // top-k keys/values/temp; f16 K/V for the tensor-core prefill.
   Scratch xb_, meta_, part_, ws_, topk_, kv16_;
+  Cached pos_up_, seq_up_, plan_up_;
+  std::vector<PagedSeq> seqs_;  // host lists of a decode call, reused
+  std::vector<const KvCache*> caches_;
+  std::vector<DecodeWork> work_;
+  std::vector<DecodeCombine> comb_;
+  std::vector<uint8_t> plan_host_;
 };
 
 // ---- prepare ----------------------------------------------------------------
@@ -628,16 +697,23 @@ void CudaBackend::prepare_matrix(const Tensor& t, uint64_t tensor_id) {
   for (int64_t r0 = 0; r0 < w.rows; r0 += slab_rows) {
     const int64_t nr = std::min(slab_rows, w.rows - r0);
     std::vector<std::thread> th;
+    std::vector<std::exception_ptr> err(nt);
     for (unsigned ti = 0; ti < nt; ++ti)
       th.emplace_back([&, ti] {
-        std::vector<float> row(static_cast<size_t>(w.cols));
-        for (int64_t r = ti; r < nr; r += nt) {
-          dequantize_row(t.type, t.row(r0 + r), row.data(), w.cols);
-          uint16_t* dst = &host[static_cast<size_t>(r * w.cols)];
-          for (int64_t c = 0; c < w.cols; ++c) dst[c] = f32_to_bf16(row[c]);
+        try {
+          std::vector<float> row(static_cast<size_t>(w.cols));
+          for (int64_t r = ti; r < nr; r += nt) {
+            dequantize_row(t.type, t.row(r0 + r), row.data(), w.cols);
+            uint16_t* dst = &host[static_cast<size_t>(r * w.cols)];
+            for (int64_t c = 0; c < w.cols; ++c) dst[c] = f32_to_bf16(row[c]);
+          }
+        } catch (...) {
+          err[ti] = std::current_exception();
         }
       });
     for (auto& x : th) x.join();
+    for (auto& e : err)
+      if (e) std::rethrow_exception(e);
     CKV_CUDA_CHECK(cudaMemcpy(w.bf + r0 * w.cols, host.data(), static_cast<size_t>(nr * w.cols) * 2,
                               cudaMemcpyHostToDevice));
   }
@@ -725,6 +801,22 @@ void CudaBackend::matmul(std::span<const MatmulOut> outs, const float* x, int64_
     if (weight(*o.W).cols != cols)
       throw Error("CUDA matmul: " + o.W->name + " has " + std::to_string(o.W->cols()) + " columns, the input " +
                   std::to_string(cols));
+  // One row (a decode step of one sequence): the fused GEMV, all outputs in one launch.
+  if (n == 1 && outs.size() <= 3 && cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+      !std::getenv("CKV_CUDA_NO_GEMV")) {  // CKV_CUDA_NO_GEMV=1: cuBLASLt for single rows too (comparisons)
+    GemvSet gs{};
+    int64_t total = 0;
+    for (const MatmulOut& o : outs) {
+      const Weight& w = weight(*o.W);
+      gs.w[gs.n_out] = w.bf;
+      gs.y[gs.n_out] = o.y;
+      gs.rows[gs.n_out++] = static_cast<int>(w.rows);
+      total += w.rows;
+    }
+    gemv_kernel<<<static_cast<unsigned>(ceil_div(total, 8)), 256, 0, stream_>>>(gs, x, static_cast<int>(cols));
+    CKV_LAUNCH_CHECK();
+    return;
+  }
   auto* xb = static_cast<__nv_bfloat16*>(grow(xb_, static_cast<size_t>(n * cols) * 2, "CUDA activations (bf16)"));
   to_bf16_kernel<<<grid_for(n * cols / 4 + 1, 256), 256, 0, stream_>>>(x, xb, n * cols);
   CKV_LAUNCH_CHECK();
@@ -763,49 +855,55 @@ void CudaBackend::attention_prefill(const float* q, int64_t i0, int64_t nq, cons
   }
 }
 
+// The step's sequences as layer-independent page lists (one upload, reused
+// by every layer while the batch is the same); checks the batch.
+template <class Item>
+void check_batch(std::span<const Item> items, int layer, const char* what) {
+  const KvCache& c0 = *items[0].cache;
+  for (const Item& it : items) {
+    if (&it.cache->pool() != &c0.pool()) throw Error(std::string("CUDA ") + what + ": the batch's caches use different pools");
+    if (it.n <= 0) continue;
+    for (int g = 0; g < c0.n_kv_heads(); ++g)
+      if (it.cache->len(layer, g) < it.n)
+        throw Error(std::string("CUDA ") + what + ": head " + std::to_string(g) + " holds " +
+                    std::to_string(it.cache->len(layer, g)) + " rows, fewer than its " + std::to_string(it.n) +
+                    " new ones (grow the cache first)");
+  }
+}
+
 void CudaBackend::attention_decode(const float* q, std::span<const DecodeItem> items, int layer, float* out,
                                    const AttnProbeOut* probe) {
   if (items.empty()) return;
   const KvCache& c0 = *items[0].cache;
   const int G = c0.n_kv_heads(), hd = c0.head_dim(), H = cfg_.n_heads;
   if (H <= 0 || H % G != 0) throw Error("CUDA decode attention: prepare() a model with this cache's shape first");
+  check_batch(items, layer, "decode attention");
   const PagedPool pool = pool_of(c0);
-  std::vector<PagedSeq> seqs;
-  std::vector<const KvCache*> caches;  // beside seqs
+  seqs_.clear();
+  caches_.clear();
   int max_n = 0;
   for (const DecodeItem& it : items) {
-    if (&it.cache->pool() != &c0.pool()) throw Error("CUDA decode attention: the batch's caches use different pools");
     if (it.n <= 0) continue;
-    for (int g = 0; g < G; ++g)
-      if (it.cache->len(layer, g) < it.n)
-        throw Error("CUDA decode attention: head " + std::to_string(g) + " holds " +
-                    std::to_string(it.cache->len(layer, g)) + " rows, fewer than its " + std::to_string(it.n) +
-                    " new tokens");
-    const size_t lay = static_cast<size_t>(layer) * G;
-    seqs.push_back(PagedSeq{it.cache->device_table() + lay * it.cache->max_pages(), it.cache->device_len() + lay,
-                            it.cache->max_pages(), it.row0, it.n});
-    caches.push_back(it.cache);
+    seqs_.push_back(PagedSeq{it.cache->device_table(), it.cache->device_len(), it.cache->max_pages(), it.row0, it.n});
+    caches_.push_back(it.cache);
     max_n = std::max(max_n, it.n);
   }
-  if (seqs.empty()) return;
+  if (seqs_.empty()) return;
+  const int head_off = layer * G;
+  const auto* dseqs = cached_upload<PagedSeq>(seq_up_, seqs_.data(), seqs_.size() * sizeof(PagedSeq), "CUDA page lists");
   const bool fast = !probe && pool.elem == KvElem::F16 && decode_split_supported(hd);
   if (!fast) {
     float* pm = nullptr;
     int32_t* pa = nullptr;
-    size_t seq_bytes = seqs.size() * sizeof(PagedSeq);
     if (probe) {
-      if (seqs.size() != 1 || max_n != 1)
+      if (seqs_.size() != 1 || max_n != 1)
         throw Error("CUDA decode attention: the probe needs a batch of one sequence and one token");
-      seq_bytes = (seq_bytes + 255) / 256 * 256;
+      auto* base = static_cast<uint8_t*>(grow(meta_, static_cast<size_t>(H) * 8, "CUDA metadata scratch"));
+      pm = reinterpret_cast<float*>(base);
+      pa = reinterpret_cast<int32_t*>(base + static_cast<size_t>(H) * 4);
     }
-    auto* base = static_cast<uint8_t*>(grow(meta_, seq_bytes + static_cast<size_t>(H) * 8, "CUDA metadata scratch"));
-    upload(base, seqs.data(), seqs.size() * sizeof(PagedSeq));
-    if (probe) {
-      pm = reinterpret_cast<float*>(base + seq_bytes);
-      pa = reinterpret_cast<int32_t*>(base + seq_bytes + static_cast<size_t>(H) * 4);
-    }
-    attention_decode_generic(q, out, pool, reinterpret_cast<const PagedSeq*>(base), static_cast<int>(seqs.size()),
-                             max_n, H, G, hd, probe ? probe->lo : 0, probe ? probe->hi : 0, pm, pa, stream_);
+    attention_decode_generic(q, out, pool, dseqs, static_cast<int>(seqs_.size()), max_n, head_off, H, G, hd,
+                             probe ? probe->lo : 0, probe ? probe->hi : 0, pm, pa, stream_);
     if (probe) {
       download(probe->mass, pm, static_cast<size_t>(H) * 4);
       download(probe->argmax, pa, static_cast<size_t>(H) * 4);
@@ -816,51 +914,50 @@ void CudaBackend::attention_decode(const float* q, std::span<const DecodeItem> i
   // each split along its keys so that the launch has a few blocks per SM.
   const int r = H / G;
   int64_t tiles_total = 0;
-  for (const PagedSeq& s : seqs) tiles_total += G * ceil_div(int64_t(r) * s.n, kDecodeTileRows);
+  for (const PagedSeq& sq : seqs_) tiles_total += G * ceil_div(int64_t(r) * sq.n, kDecodeTileRows);
   const int64_t target = 4LL * prop_.multiProcessorCount;
   const int64_t want_splits = std::max<int64_t>(1, ceil_div(target, tiles_total));
-  std::vector<DecodeWork> work;
-  std::vector<DecodeCombine> comb;
+  work_.clear();
+  comb_.clear();
   int slots = 0;
   const int tk = decode_tile_keys();
-  for (size_t si = 0; si < seqs.size(); ++si) {
-    const int tiles = static_cast<int>(ceil_div(int64_t(r) * seqs[si].n, kDecodeTileRows));
+  for (size_t si = 0; si < seqs_.size(); ++si) {
+    const int tiles = static_cast<int>(ceil_div(int64_t(r) * seqs_[si].n, kDecodeTileRows));
     for (int g = 0; g < G; ++g) {
-      const int L = caches[si]->len(layer, g);
+      const int L = caches_[si]->len(layer, g);
       const int64_t max_splits = std::max<int64_t>(1, L / (4 * tk));  // at least 4 tiles of keys a split
       const int64_t splits0 = std::min(want_splits, max_splits);
       const int chunk = static_cast<int>(ceil_div(ceil_div(L, splits0), tk) * tk);
       const int splits = static_cast<int>(ceil_div(L, chunk));
       for (int t = 0; t < tiles; ++t) {
         if (splits == 1) {
-          work.push_back(DecodeWork{static_cast<int>(si), g, t, 0, L, -1});
+          work_.push_back(DecodeWork{static_cast<int>(si), g, t, 0, L, -1});
           continue;
         }
-        comb.push_back(DecodeCombine{static_cast<int>(si), g, t, slots, splits});
+        comb_.push_back(DecodeCombine{static_cast<int>(si), g, t, slots, splits});
         for (int sp = 0; sp < splits; ++sp)
-          work.push_back(DecodeWork{static_cast<int>(si), g, t, sp * chunk, std::min(L, (sp + 1) * chunk), slots++});
+          work_.push_back(DecodeWork{static_cast<int>(si), g, t, sp * chunk, std::min(L, (sp + 1) * chunk), slots++});
       }
     }
   }
-  // One upload: seqs | work | comb.
+  // One upload: work | comb (skipped when the previous layer's was the same).
   auto align = [](size_t b) { return (b + 15) / 16 * 16; };
-  const size_t b_seq = align(seqs.size() * sizeof(PagedSeq)), b_work = align(work.size() * sizeof(DecodeWork));
-  const size_t b_comb = align(comb.size() * sizeof(DecodeCombine));
-  std::vector<uint8_t> host(b_seq + b_work + b_comb);
-  std::memcpy(host.data(), seqs.data(), seqs.size() * sizeof(PagedSeq));
-  std::memcpy(host.data() + b_seq, work.data(), work.size() * sizeof(DecodeWork));
-  std::memcpy(host.data() + b_seq + b_work, comb.data(), comb.size() * sizeof(DecodeCombine));
-  auto* d = meta_upload(host.data(), host.size());
+  const size_t b_work = align(work_.size() * sizeof(DecodeWork)), b_comb = comb_.size() * sizeof(DecodeCombine);
+  plan_host_.assign(b_work + b_comb, 0);
+  std::memcpy(plan_host_.data(), work_.data(), work_.size() * sizeof(DecodeWork));
+  if (b_comb) std::memcpy(plan_host_.data() + b_work, comb_.data(), b_comb);
+  auto* d = cached_upload<uint8_t>(plan_up_, plan_host_.data(), plan_host_.size(), "CUDA decode plan");
   float* part = nullptr;
   if (slots > 0)
     part = static_cast<float*>(grow(part_, static_cast<size_t>(slots) * kDecodeTileRows * (hd + 2) * 4,
                                     "CUDA decode partials"));
   DecodePlan plan;
-  plan.seqs = reinterpret_cast<const PagedSeq*>(d);
-  plan.work = reinterpret_cast<const DecodeWork*>(d + b_seq);
-  plan.comb = reinterpret_cast<const DecodeCombine*>(d + b_seq + b_work);
-  plan.n_work = static_cast<int>(work.size());
-  plan.n_comb = static_cast<int>(comb.size());
+  plan.seqs = dseqs;
+  plan.work = reinterpret_cast<const DecodeWork*>(d);
+  plan.comb = reinterpret_cast<const DecodeCombine*>(d + b_work);
+  plan.n_work = static_cast<int>(work_.size());
+  plan.n_comb = static_cast<int>(comb_.size());
+  plan.head_off = head_off;
   plan.part_acc = part;
   plan.part_ml = part ? part + static_cast<size_t>(slots) * kDecodeTileRows * hd : nullptr;
   attention_decode_split(q, out, pool, plan, H, G, hd, stream_);
@@ -872,25 +969,18 @@ void CudaBackend::kv_append(std::span<const AppendItem> items, int layer, const 
   if (items.empty()) return;
   const KvCache& c0 = *items[0].cache;
   const int G = c0.n_kv_heads(), hd = c0.head_dim();
-  std::vector<PagedSeq> seqs;
+  check_batch(items, layer, "kv_append");
+  seqs_.clear();
   int max_n = 0;
   for (const AppendItem& it : items) {
-    if (&it.cache->pool() != &c0.pool()) throw Error("CUDA kv_append: the batch's caches use different pools");
     if (it.n <= 0) continue;
-    for (int g = 0; g < G; ++g)
-      if (it.cache->len(layer, g) < it.n)
-        throw Error("CUDA kv_append: head " + std::to_string(g) + " has room for " +
-                    std::to_string(it.cache->len(layer, g)) + " rows, not the " + std::to_string(it.n) +
-                    " new ones (grow the cache first)");
-    const size_t lay = static_cast<size_t>(layer) * G;
-    seqs.push_back(PagedSeq{it.cache->device_table() + lay * it.cache->max_pages(), it.cache->device_len() + lay,
-                            it.cache->max_pages(), it.row0, it.n});
+    seqs_.push_back(PagedSeq{it.cache->device_table(), it.cache->device_len(), it.cache->max_pages(), it.row0, it.n});
     max_n = std::max(max_n, it.n);
   }
-  if (seqs.empty()) return;
-  auto* d = meta_upload(seqs.data(), seqs.size() * sizeof(PagedSeq));
-  kv_append_kernel<<<dim3(max_n, G, static_cast<unsigned>(seqs.size())), 128, 0, stream_>>>(pool_of(c0), d, k, v, G,
-                                                                                             hd);
+  if (seqs_.empty()) return;
+  const auto* d = cached_upload<PagedSeq>(seq_up_, seqs_.data(), seqs_.size() * sizeof(PagedSeq), "CUDA page lists");
+  kv_append_kernel<<<dim3(max_n, G, static_cast<unsigned>(seqs_.size())), 128, 0, stream_>>>(pool_of(c0), d, layer * G,
+                                                                                              k, v, G, hd);
   CKV_LAUNCH_CHECK();
 }
 

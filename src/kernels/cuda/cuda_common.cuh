@@ -52,9 +52,11 @@ void attention_prefill_generic(const float* q, const float* k, const float* v, f
                                int64_t first_new, const int32_t* start, int n_heads, int n_kv, int hd, cudaStream_t s);
 
 // One sequence's view of its paged cache at one layer, for the device.
+// Layer-independent (one upload serves every layer of a step): the kernels
+// add head_off = layer * n_kv.
 struct PagedSeq {
-  const int32_t* table;  // [n_kv][max_pages] page ids (this layer)
-  const int32_t* len;    // [n_kv] rows, counting the new tokens
+  const int32_t* table;  // [layers * n_kv][max_pages] page ids
+  const int32_t* len;    // [layers * n_kv] rows, counting the new tokens
   int max_pages;
   int row0, n;           // query rows [row0, row0 + n) of the batch
 };
@@ -85,6 +87,7 @@ struct DecodePlan {
   const DecodeWork* work;      // device [n_work]
   const DecodeCombine* comb;   // device [n_comb]
   int n_work, n_comb;
+  int head_off;                // layer * n_kv
   float* part_acc;             // [slots][16][hd]
   float* part_ml;              // [slots][16][2] (max in log2 units, sum)
 };
@@ -100,7 +103,8 @@ int decode_tile_keys();  // a split's keys are best a multiple of this (4 warps 
 // optional probe outputs (mass over [lo, hi) and argmax row per head of a
 // one-sequence one-token batch: device mass[H], argmax[H]).
 void attention_decode_generic(const float* q, float* out, const PagedPool& pool, const PagedSeq* seqs, int n_seqs,
-                              int max_rows_per_seq, int n_heads, int n_kv, int hd, int probe_lo, int probe_hi,
+                              int max_rows_per_seq, int head_off, int n_heads, int n_kv, int hd, int probe_lo,
+                              int probe_hi,
                               float* probe_mass, int32_t* probe_argmax, cudaStream_t s);
 
 }  // namespace ckv::cuda
