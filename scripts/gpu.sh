@@ -7,7 +7,8 @@
 #
 #   STAGES=tests,sanitizer,kernels,engine,peer SCENARIOS=d0,full32k,... bash scripts/gpu.sh
 #   BUILD=1 forces a build here even when prebuilt/ is present.
-# Logs and JSON go to $OUT (the device tool's folder) or ./gpu-out.
+# Logs and JSON go to $OUT (the device tool's folder) or ./gpu-out: at most 8
+# files (the tool's limit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -69,7 +70,7 @@ PROF=(--heads "$SHARED/data/compresskv-published/Llama-3.1-8B-Instruct_head_idx.
 if has kernels; then
   stamp "kernels (Llama-3.1-8B sizes)"
   timeout "${T_KERN:-90}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" --kernels --scenarios none \
-    --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.log"
+    --json "$OUT/kernels.json" 2>&1
 fi
 if has engine; then
   stamp "engine: $SCENARIOS"
@@ -78,8 +79,7 @@ if has engine; then
 fi
 if has peer; then
   stamp "transformers peer"
-  PYTHONUNBUFFERED=1 timeout "${T_PEER:-200}" python3 bench/hf_peer.py "$CONFIG" ${PEER_ARGS:-} 2>"$OUT/peer.err" | tee "$OUT/peer.jsonl"
-  tail -3 "$OUT/peer.err"
+  PYTHONUNBUFFERED=1 timeout "${T_PEER:-200}" python3 bench/hf_peer.py "$CONFIG" ${PEER_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/peer.jsonl"
 fi
 stamp done
 python3 bench/gpu_table.py "$OUT"
