@@ -342,8 +342,10 @@ int main(int argc, char** argv) {
     };
     res["scenarios"] = nlohmann::json::array();
     for (const Scenario& sc : all)
-      if (only.empty() || only.find("," + sc.id + ",") != std::string::npos)
+      if (only.empty() || only.find("," + sc.id + ",") != std::string::npos) {
         res["scenarios"].push_back(run_scenario(*m, sc, &prof, ce, seed));
+        if (!json_path.empty()) std::ofstream(json_path) << res.dump(1) << "\n";  // after each: a timeout keeps the rest
+      }
     if (!json_path.empty()) std::ofstream(json_path) << res.dump(1) << "\n";
     return 0;
   } catch (const std::exception& e) {
