@@ -207,6 +207,14 @@ nlohmann::json run_kernels(const Model& m, const Ceil& ce) {
                     c.dim, c.hidden_dim, one * 1e3, by1 / one / 1e9, 100 * by1 / one / 1e9 / ce.copy_gbs,
                     2 * by1 / two / 1e9);
         out.push_back({{"kernel", "gemv"}, {"ms", one * 1e3}, {"gbs", by1 / one / 1e9}, {"gate_up_gbs", 2 * by1 / two / 1e9}});
+        setenv("CKV_CUDA_GEMV", "2", 1);
+        one = time(200, [&] { be->matmul(o, x, 1); });
+        two = time(200, [&] { be->matmul(g2, x, 1); });
+        std::printf("gemv (2 rows a warp) 1 x %d x %d: %8.3f ms  %6.0f GB/s (%4.1f%% of copy); gate+up: %6.0f GB/s\n",
+                    c.dim, c.hidden_dim, one * 1e3, by1 / one / 1e9, 100 * by1 / one / 1e9 / ce.copy_gbs,
+                    2 * by1 / two / 1e9);
+        out.push_back({{"kernel", "gemv2"}, {"ms", one * 1e3}, {"gbs", by1 / one / 1e9}, {"gate_up_gbs", 2 * by1 / two / 1e9}});
+        unsetenv("CKV_CUDA_GEMV");
         setenv("CKV_CUDA_NO_GEMV", "1", 1);
       }
       const double s = time(n == 4096 ? 20 : 200, [&] { be->matmul(o, x, n); });

@@ -51,7 +51,10 @@ fi
 
 if has tests; then
   stamp "GPU tests"
-  timeout "${T_TESTS:-180}" "$BIN/test_cuda_backend" --gtest_brief=1 2>&1 | tee "$OUT/tests.log" | grep -v "^\[       OK\|^\[ RUN" | tail -60
+  timeout "${T_TESTS:-180}" "$BIN/test_cuda_backend" >"$OUT/tests.log" 2>&1
+  echo "tests exit: $?"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|exception|error [0-9]|differ between|max abs" "$OUT/tests.log" | head -60
+  grep -E "^\[ RUN" "$OUT/tests.log" | tail -1
 fi
 if has sanitizer; then
   stamp "compute-sanitizer memcheck (the op tests)"

@@ -345,12 +345,13 @@ TEST(CudaOps, MatmulEveryWeightType) {
   std::mt19937 g(5);
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K,
                   DType::Q5_K, DType::Q6_K}) {
+    const bool blocks = t != DType::F32 && t != DType::F16 && t != DType::BF16;
     ModelShape s;
     s.wtype = t;
-    s.dim = 256;      // a K-quant block
-    s.hidden = 333;   // odd rows
-    s.heads = 5;
-    s.hd = 24;
+    s.dim = 256;                        // a K-quant block
+    s.hidden = blocks ? 512 : 333;      // odd rows (and columns of w_down) where the type allows
+    s.heads = blocks ? 8 : 5;
+    s.hd = blocks ? 32 : 24;            // wo's columns: heads * hd, a multiple of 256 for K-quants
     Both b(s, 6);
     const LayerWeights& w = b.m->layers[0];
     for (int64_t n : {1, 7, 130}) {
@@ -364,6 +365,15 @@ TEST(CudaOps, MatmulEveryWeightType) {
       EXPECT_LE(nerr(gate.cuda.get(), gate.cpu.get()), 1e-2) << what;
       EXPECT_LE(nerr(up.cuda.get(), up.cpu.get()), 1e-2) << what;
       EXPECT_LE(nerr(q.cuda.get(), q.cpu.get()), 1e-2) << what;
+      if (n == 1) {  // the GEMV variant with two rows a warp (odd row counts: a pair's second row past the end)
+        setenv("CKV_CUDA_GEMV", "2", 1);
+        gate.cuda.poison(), up.cuda.poison(), q.cuda.poison();
+        b.cuda->matmul(og, x.cuda.p, n);
+        unsetenv("CKV_CUDA_GEMV");
+        EXPECT_LE(nerr(gate.cuda.get(), gate.cpu.get()), 1e-2) << what << " gemv2";
+        EXPECT_LE(nerr(up.cuda.get(), up.cpu.get()), 1e-2) << what << " gemv2";
+        EXPECT_LE(nerr(q.cuda.get(), q.cpu.get()), 1e-2) << what << " gemv2";
+      }
       // A product whose input is the hidden size (w_down: 333 columns, not a multiple of 8).
       if (t == DType::F32 || t == DType::F16 || t == DType::BF16) {
         Pair h(*b.cpu, *b.cuda, randn(n * s.hidden, g)), y(*b.cpu, *b.cuda, n * s.dim);

@@ -144,6 +144,38 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvSet s, const float* __res
   if (lane == 0) s.y[o][r] = acc;
 }
 
+// The same with two rows a warp (each x load serves both; twice the bytes in
+// flight): CKV_CUDA_GEMV=2, a measured variant.
+__global__ void __launch_bounds__(256) gemv2_kernel(GemvSet s, const float* __restrict__ x, int cols) {
+  int p = blockIdx.x * 8 + (threadIdx.x >> 5);  // row pair
+  const int lane = threadIdx.x & 31;
+  int o = 0;
+  while (o < s.n_out && p >= (s.rows[o] + 1) / 2) p -= (s.rows[o++] + 1) / 2;
+  if (o >= s.n_out) return;
+  const int r0 = 2 * p, r1 = min(2 * p + 1, s.rows[o] - 1);
+  const __nv_bfloat16* w0 = s.w[o] + static_cast<size_t>(r0) * cols;
+  const __nv_bfloat16* w1 = s.w[o] + static_cast<size_t>(r1) * cols;
+  float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll 4
+  for (int c = lane * 8; c < cols; c += 256) {
+    const uint4 u = ld_stream(w0 + c), v = ld_stream(w1 + c);
+    const float4 x0 = *reinterpret_cast<const float4*>(x + c), x1 = *reinterpret_cast<const float4*>(x + c + 4);
+    a0 += bf_lo(u.x) * x0.x + bf_hi(u.x) * x0.y + bf_lo(u.y) * x0.z + bf_hi(u.y) * x0.w + bf_lo(u.z) * x1.x +
+          bf_hi(u.z) * x1.y + bf_lo(u.w) * x1.z + bf_hi(u.w) * x1.w;
+    a1 += bf_lo(v.x) * x0.x + bf_hi(v.x) * x0.y + bf_lo(v.y) * x0.z + bf_hi(v.y) * x0.w + bf_lo(v.z) * x1.x +
+          bf_hi(v.z) * x1.y + bf_lo(v.w) * x1.z + bf_hi(v.w) * x1.w;
+  }
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) {
+    a0 += __shfl_xor_sync(0xffffffffu, a0, k);
+    a1 += __shfl_xor_sync(0xffffffffu, a1, k);
+  }
+  if (lane == 0) {
+    s.y[o][r0] = a0;
+    if (r1 != r0) s.y[o][r1] = a1;
+  }
+}
+
 __global__ void add_bias_kernel(float* y, const float* b, int64_t n, int d) {
   GRID_STRIDE(i, n * d) y[i] += b[i % d];
 }
@@ -278,8 +310,12 @@ struct WsArgs {
 __device__ void ws_logits(const WsArgs& a, int h, const float* qs, float* s, int64_t j0, int cnt) {
   const int grp = threadIdx.x >> 3, l8 = threadIdx.x & 7;
   const int g = h / (a.H / a.G), n = a.T - a.w;
-  for (int jj = grp; jj < cnt; jj += kWsThreads / 8) {
-    const int64_t j = j0 + jj;
+  // Warp-uniform trip count: every lane reaches each shuffle (a group past
+  // the end computes on a clamped row and stores nothing).
+  for (int base = 0; base < cnt; base += kWsThreads / 8) {
+    const int jj = base + grp;
+    const bool ok = jj < cnt;
+    const int64_t j = j0 + (ok ? jj : cnt - 1);
     const float* kr = a.k + (j * a.G + g) * a.hd;
     for (int i = 0; i < a.w; ++i) {
       const float* qi = qs + i * a.hd;
@@ -288,7 +324,7 @@ __device__ void ws_logits(const WsArgs& a, int h, const float* qs, float* s, int
       d += __shfl_xor_sync(0xffffffffu, d, 4);
       d += __shfl_xor_sync(0xffffffffu, d, 2);
       d += __shfl_xor_sync(0xffffffffu, d, 1);
-      if (l8 == 0) s[i * a.chunk + jj] = j <= n + i ? d * a.scale : -INFINITY;
+      if (ok && l8 == 0) s[i * a.chunk + jj] = j <= n + i ? d * a.scale : -INFINITY;
     }
   }
 }
@@ -805,15 +841,20 @@ void CudaBackend::matmul(std::span<const MatmulOut> outs, const float* x, int64_
   if (n == 1 && outs.size() <= 3 && cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
       !std::getenv("CKV_CUDA_NO_GEMV")) {  // CKV_CUDA_NO_GEMV=1: cuBLASLt for single rows too (comparisons)
     GemvSet gs{};
-    int64_t total = 0;
+    int64_t total = 0, pairs = 0;
     for (const MatmulOut& o : outs) {
       const Weight& w = weight(*o.W);
       gs.w[gs.n_out] = w.bf;
       gs.y[gs.n_out] = o.y;
       gs.rows[gs.n_out++] = static_cast<int>(w.rows);
       total += w.rows;
+      pairs += (w.rows + 1) / 2;
     }
-    gemv_kernel<<<static_cast<unsigned>(ceil_div(total, 8)), 256, 0, stream_>>>(gs, x, static_cast<int>(cols));
+    const char* v = std::getenv("CKV_CUDA_GEMV");
+    if (v && std::atoi(v) == 2)
+      gemv2_kernel<<<static_cast<unsigned>(ceil_div(pairs, 8)), 256, 0, stream_>>>(gs, x, static_cast<int>(cols));
+    else
+      gemv_kernel<<<static_cast<unsigned>(ceil_div(total, 8)), 256, 0, stream_>>>(gs, x, static_cast<int>(cols));
     CKV_LAUNCH_CHECK();
     return;
   }
