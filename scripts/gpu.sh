@@ -57,9 +57,10 @@ if has tests; then
   grep -E "^\[ RUN" "$OUT/tests.log" | tail -1
 fi
 if has sanitizer; then
+  # The out-of-memory test is left out: its deliberate failed cudaMalloc is an API error to the sanitizer.
   stamp "compute-sanitizer memcheck (the op tests)"
   timeout "${T_SAN:-200}" compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
-    "$BIN/test_cuda_backend" --gtest_brief=1 --gtest_filter='CudaOps.*' >"$OUT/memcheck.log" 2>&1
+    "$BIN/test_cuda_backend" --gtest_brief=1 --gtest_filter='CudaOps.*:-CudaOps.OutOfMemoryIsAClearError' >"$OUT/memcheck.log" 2>&1
   echo "memcheck exit: $? ($(grep -c 'Invalid\|out of bounds' "$OUT/memcheck.log") error lines)"
   tail -8 "$OUT/memcheck.log"
 fi

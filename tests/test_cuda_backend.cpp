@@ -365,14 +365,14 @@ TEST(CudaOps, MatmulEveryWeightType) {
       EXPECT_LE(nerr(gate.cuda.get(), gate.cpu.get()), 1e-2) << what;
       EXPECT_LE(nerr(up.cuda.get(), up.cpu.get()), 1e-2) << what;
       EXPECT_LE(nerr(q.cuda.get(), q.cpu.get()), 1e-2) << what;
-      if (n == 1) {  // the GEMV variant with two rows a warp (odd row counts: a pair's second row past the end)
-        setenv("CKV_CUDA_GEMV", "2", 1);
+      if (n == 1) {  // the other GEMV (one row a warp); the default has two (odd counts: a pair's second row past the end)
+        setenv("CKV_CUDA_GEMV", "1", 1);
         gate.cuda.poison(), up.cuda.poison(), q.cuda.poison();
         b.cuda->matmul(og, x.cuda.p, n);
         unsetenv("CKV_CUDA_GEMV");
-        EXPECT_LE(nerr(gate.cuda.get(), gate.cpu.get()), 1e-2) << what << " gemv2";
-        EXPECT_LE(nerr(up.cuda.get(), up.cpu.get()), 1e-2) << what << " gemv2";
-        EXPECT_LE(nerr(q.cuda.get(), q.cpu.get()), 1e-2) << what << " gemv2";
+        EXPECT_LE(nerr(gate.cuda.get(), gate.cpu.get()), 1e-2) << what << " one-row gemv";
+        EXPECT_LE(nerr(up.cuda.get(), up.cpu.get()), 1e-2) << what << " one-row gemv";
+        EXPECT_LE(nerr(q.cuda.get(), q.cpu.get()), 1e-2) << what << " one-row gemv";
       }
       // A product whose input is the hidden size (w_down: 333 columns, not a multiple of 8).
       if (t == DType::F32 || t == DType::F16 || t == DType::BF16) {
@@ -772,16 +772,27 @@ TEST(CudaEndToEnd, KeptPositionsMatchTheCpu) {
       s.prefill(prompt, lg.data());
       kept.push_back(s.kept());
     }
+    // Ada-KV's head shares come from the scores too, so a head may keep one
+    // position more or less; every layer's total is the same.
+    const bool ada = method.find("ada") != std::string::npos;
     size_t total = 0, differ = 0;
-    for (int l = 0; l < c.n_layers; ++l)
+    for (int l = 0; l < c.n_layers; ++l) {
+      size_t na = 0, nb = 0;
+      for (int gi = 0; gi < c.n_kv_heads; ++gi) na += kept[0][l][gi].size(), nb += kept[1][l][gi].size();
+      EXPECT_EQ(na, nb) << method << " layer " << l << ": positions kept in all";
       for (int gi = 0; gi < c.n_kv_heads; ++gi) {
         const auto& a = kept[0][l][gi];
         const auto& b = kept[1][l][gi];
-        EXPECT_EQ(a.size(), b.size()) << method << " layer " << l << " head " << gi;
+        if (ada) {
+          EXPECT_LE(std::abs(int(a.size()) - int(b.size())), 2) << method << " layer " << l << " head " << gi;
+        } else {
+          EXPECT_EQ(a.size(), b.size()) << method << " layer " << l << " head " << gi;
+        }
         std::set<int32_t> sa(a.begin(), a.end());
         for (int32_t p : b) differ += sa.count(p) == 0;
         total += a.size();
       }
+    }
     std::printf("%s: %zu of %zu kept positions differ between CPU and CUDA\n", method.c_str(), differ, total);
     EXPECT_LE(differ, total / 20) << method << ": more than 5% of the kept positions differ";
   }
