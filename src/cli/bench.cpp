@@ -114,7 +114,9 @@ static int bench(const BenchArgs& a) {
   if (rows.empty()) throw Error("nothing to measure: -p and -n are both 0");
   const std::string backend = "CPU";
   const int threads = omp_get_max_threads();
-  const std::string budget = a.kv.method == "full" ? "-" : std::to_string(a.kv.budget);
+  const std::string method = a.kv.select.empty() ? a.kv.method : a.kv.select + "+" + a.kv.alloc;
+  const bool full = method == "full";
+  const std::string budget = full ? "-" : std::to_string(a.kv.budget);
   if (!a.json) {
     std::printf("| model | backend | threads | method | budget | batch | test | t/s | kv held | kv full | peak |\n");
     std::printf("| --- | --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n");
@@ -142,7 +144,7 @@ static int bench(const BenchArgs& a) {
     std::string test = r.test + (r.depth ? " @ d" + std::to_string(r.depth) : "");
     if (a.json) {
       nlohmann::json j = {{"model", m->name},        {"backend", backend},       {"threads", threads},
-                          {"method", a.kv.method},    {"budget", a.kv.method == "full" ? 0 : a.kv.budget},
+                          {"method", method},    {"budget", full ? 0 : a.kv.budget},
                           {"batch", a.batch},
                           {"test", r.n_prompt ? "pp" : "tg"}, {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen},
                           {"depth", r.depth},         {"tokens_per_s", r.tps},    {"kv_bytes", r.kv_bytes},
@@ -151,7 +153,7 @@ static int bench(const BenchArgs& a) {
       std::printf("%s\n", j.dump().c_str());
     } else {
       std::printf("| %s | %s | %d | %s | %s | %d | %s | %.2f | %s | %s | %s |\n", m->name.c_str(), backend.c_str(),
-                  threads, a.kv.method.c_str(), budget.c_str(), a.batch, test.c_str(), r.tps,
+                  threads, method.c_str(), budget.c_str(), a.batch, test.c_str(), r.tps,
                   human_bytes(r.kv_bytes).c_str(),
                   human_bytes(r.kv_full).c_str(), human_bytes(r.peak).c_str());
     }

@@ -40,7 +40,13 @@ std::unique_ptr<Tokenizer> tokenizer_for(const Model& m) {
 }
 
 void add_session_args(CLI::App* app, SessionArgs& a) {
-  app->add_option("--kv-method", a.method, "KV compression: full, streamingllm, snapkv, pyramidkv, adakv, compresskv");
+  app->add_option("--kv-method", a.method,
+                  "KV compression: full, streamingllm, snapkv, pyramidkv, adakv, compresskv, adacompresskv");
+  app->add_option("--kv-select", a.select,
+                  "token selection, with --kv-alloc instead of --kv-method: window (SnapKV), srh (CompressKV), "
+                  "sinks (StreamingLLM)");
+  app->add_option("--kv-alloc", a.alloc,
+                  "budget allocation, with --kv-select: uniform, pyramid, error-aware, ada, ada-error-aware");
   app->add_option("--kv-budget", a.budget, "average tokens kept per layer and KV head, window included");
   app->add_option("--kv-window", a.window, "observation window (default 8)");
   app->add_option("--kv-kernel", a.kernel, "pooling kernel (default 5)");
@@ -63,6 +69,12 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof) {
   SessionOptions o;
   o.method = a.method;
+  o.select = a.select;
+  o.alloc = a.alloc;
+  if (!a.select.empty() || !a.alloc.empty()) {
+    if (a.select.empty() || a.alloc.empty()) throw Error("--kv-select and --kv-alloc go together: give both");
+    if (a.method != "full") throw Error("give either --kv-method or --kv-select/--kv-alloc, not both");
+  }
   o.press.budget = a.budget;
   o.press.window = a.window;
   o.press.kernel = a.kernel;
@@ -77,8 +89,9 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   if (a.matmul == "exact") o.q8_matmul = false;
   else if (a.matmul == "q8") o.q8_matmul = true;
   else throw Error("--matmul must be exact or q8, got '" + a.matmul + "'");
-  if (a.method != "full" && a.budget <= 0)
-    throw Error("--kv-method " + a.method + " needs --kv-budget N (average tokens kept per layer)");
+  if ((a.method != "full" || !a.select.empty()) && a.budget <= 0)
+    throw Error((a.select.empty() ? "--kv-method " + a.method : "--kv-select " + a.select) +
+                " needs --kv-budget N (average tokens kept per layer)");
   if (!a.profile.empty()) {
     prof = Profile::load(a.profile);
     const ModelConfig& c = m.config;

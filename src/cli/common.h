@@ -28,6 +28,7 @@ std::unique_ptr<Tokenizer> tokenizer_for(const Model& m);
 // row type and the decode matmul mode.
 struct SessionArgs {
   std::string method = "full";
+  std::string select, alloc;  // --kv-select / --kv-alloc: a (selection, allocation) pair
   int budget = 0;
   int window = 8, kernel = 5, srh = 4, sinks = 4, beta = 20;
   std::string pool = "avg";

@@ -132,7 +132,7 @@ int run(const RunArgs& a) {
                ids.size(), ids.size() / pp_s, static_cast<long long>(generated), generated / tg_s);
   // Against what a full cache of the same positions holds (one definition: KvCache::full_bytes).
   size_t held = s.kv().bytes(), full = s.kv().full_bytes(s.n_past());
-  std::fprintf(stderr, "kv cache (%s): %s held, full cache %s (%.1f%%)\n", a.kv.method.c_str(),
+  std::fprintf(stderr, "kv cache (%s): %s held, full cache %s (%.1f%%)\n", s.press().name().c_str(),
                human_bytes(held).c_str(), human_bytes(full).c_str(), full ? 100.0 * held / full : 0.0);
   return 0;
 }

@@ -54,6 +54,7 @@ KvCache::KvCache(KvPool& pool, int n_layers, int n_kv_heads, int64_t max_ctx)
       L_(n_layers),
       G_(n_kv_heads),
       max_pages_(static_cast<int>((max_ctx + pool.page_rows() - 1) / pool.page_rows())),
+      max_ctx_(max_ctx),
       table_(static_cast<size_t>(n_layers) * n_kv_heads * max_pages_, -1),
       n_pages_(static_cast<size_t>(n_layers) * n_kv_heads, 0),
       len_(static_cast<size_t>(n_layers) * n_kv_heads, 0),
@@ -98,9 +99,9 @@ void KvCache::grow(int n) {
   int64_t need = 0;
   for (size_t h = 0; h < len_.size(); ++h) {
     const int64_t rows = int64_t(len_[h]) + n;
-    if (rows > int64_t(max_pages_) * P)
-      throw Error("KV cache: " + std::to_string(rows) + " rows exceed the context of " +
-                  std::to_string(int64_t(max_pages_) * P) + " positions");
+    if (rows > max_ctx_)
+      throw Error("KV cache: " + std::to_string(rows) + " rows exceed the context of " + std::to_string(max_ctx_) +
+                  " positions");
     need += std::max<int64_t>(0, (rows + P - 1) / P - n_pages_[h]);
   }
   scratch_.resize(need);
@@ -126,9 +127,9 @@ void KvCache::grow_head(int layer, int g, int n) {
   const int P = pool_.page_rows();
   const size_t h = idx(layer, g);
   const int64_t rows = int64_t(len_[h]) + n;
-  if (rows > int64_t(max_pages_) * P)
-    throw Error("KV cache: " + std::to_string(rows) + " rows exceed the context of " +
-                std::to_string(int64_t(max_pages_) * P) + " positions");
+  if (rows > max_ctx_)
+    throw Error("KV cache: " + std::to_string(rows) + " rows exceed the context of " + std::to_string(max_ctx_) +
+                " positions");
   const int64_t need = std::max<int64_t>(0, (rows + P - 1) / P - n_pages_[h]);
   int32_t* dst = &table_[h * max_pages_ + n_pages_[h]];
   if (!pool_.take(need, dst))

@@ -108,6 +108,7 @@ class KvCache {
   void sync_device(size_t first_head, size_t n_heads);
   KvPool& pool_;
   int L_, G_, max_pages_;
+  int64_t max_ctx_;
   std::vector<int32_t> table_;    // [L][G][max_pages]
   std::vector<int32_t> n_pages_;  // [L][G]
   std::vector<int32_t> len_;      // [L][G]
