@@ -18,9 +18,27 @@
 namespace ckv::cli {
 
 void add_model_args(CLI::App* app, ModelArgs& a) {
-  app->add_option("-m,--model", a.model, "model: GGUF file, safetensors directory or llama2.c .bin")->required();
+  app->add_option("-m,--model", a.model, "model: GGUF file, safetensors directory or llama2.c .bin");
   app->add_option("--tokenizer", a.tokenizer, "llama2.c tokenizer file (default: tok512.bin/tokenizer.bin beside the model)");
   app->add_option("-t,--threads", a.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app->add_option("--device", a.device, "cpu or cuda (default: cuda when this build has CUDA and a GPU is present)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
+std::string device_of(const ModelArgs& a) {
+  if (!a.device.empty()) return a.device;
+  return cuda_available() ? "cuda" : "cpu";
+}
+
+std::function<std::unique_ptr<Backend>()> backend_factory(const ModelArgs& a, bool q8) {
+  if (device_of(a) == "cuda") {
+    if (q8) std::fprintf(stderr, "warning: --matmul q8 applies to the CPU only; CUDA multiplies bf16 weights\n");
+    const uint64_t seed = a.seed;
+    return [seed] { return make_cuda_backend(CudaOptions{0, seed}); };
+  }
+  if (!a.random_weights.empty())
+    throw Error("--random-weights builds its weights on the GPU: it needs --device cuda");
+  return [q8] { return make_cpu_backend(q8); };
 }
 
 std::unique_ptr<Model> load(const ModelArgs& a) {
@@ -28,6 +46,11 @@ std::unique_ptr<Model> load(const ModelArgs& a) {
   omp_set_num_threads(t > 0 ? t : 1);
   // Our kernels parallelise themselves; BLAS runs single-threaded inside them.
   openblas_set_num_threads(1);
+  if (!a.random_weights.empty()) {
+    if (!a.model.empty()) throw Error("give either -m MODEL or --random-weights CONFIG, not both");
+    return make_random_model(a.random_weights);
+  }
+  if (a.model.empty()) throw Error("-m,--model is required: a GGUF file, a safetensors directory or a llama2.c .bin");
   LoadOptions opt;
   opt.tokenizer_path = a.tokenizer;
   return load_model(a.model, opt);

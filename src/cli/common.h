@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/session.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "model/model.h"
 #include "profile/profile.h"
 #include "tokenizer/tokenizer.h"
@@ -17,10 +18,17 @@ struct ModelArgs {
   std::string model;
   std::string tokenizer;  // llama2.c tokenizer file
   int threads = 0;        // 0 = all cores
+  std::string device;     // --device cpu|cuda; "" = cuda when built with CUDA and a GPU is present
+  std::string random_weights;  // bench: a config.json whose shape gets seeded random weights (speed only)
+  uint64_t seed = 0;
 };
 void add_model_args(CLI::App* app, ModelArgs& a);
-// Loads the model and sets the thread count.
+// Loads the model (or builds the random-weights model) and sets the thread count.
 std::unique_ptr<Model> load(const ModelArgs& a);
+// "cpu" or "cuda": --device, or the default (cuda when available).
+std::string device_of(const ModelArgs& a);
+// Makes the backend --device names (q8: the CPU's --matmul q8).
+std::function<std::unique_ptr<Backend>()> backend_factory(const ModelArgs& a, bool q8);
 // The model's tokenizer, or an error saying the model has none.
 std::unique_ptr<Tokenizer> tokenizer_for(const Model& m);
 

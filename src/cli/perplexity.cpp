@@ -30,6 +30,7 @@ CLI::App* add_perplexity(CLI::App& app, std::function<int()>& action) {
       if (tok->add_bos() && tok->bos() >= 0) ids.insert(ids.begin(), tok->bos());
       if (ids.size() < 2) throw Error(a->file + ": fewer than 2 tokens, nothing to score");
       SessionOptions so;
+      so.make_backend = backend_factory(a->model, false);
       so.n_ctx = a->ctx;
       Session s(*m, so);
       if (static_cast<int64_t>(ids.size()) > s.n_ctx())

@@ -82,6 +82,7 @@ int run(const RunArgs& a) {
 
   Profile prof;
   SessionOptions so = session_options(a.kv, *m, prof);
+  so.make_backend = backend_factory(a.model, so.q8_matmul);
   so.n_ctx = a.ctx;
   int n_ctx = a.ctx > 0 ? a.ctx : m->config.context;
   if (static_cast<int64_t>(ids.size()) > n_ctx)

@@ -486,6 +486,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "CUDA"; }
   int kv_page_rows() const override { return 64; }
   bool host_memory() const override { return false; }
+  int preferred_chunk() const override { return 4096; }  // fewer rows leave prefill attention short of blocks
 
   // ---- memory
   void* alloc(size_t bytes, const std::string& what) override {
