@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu-out}
 mkdir -p "$OUT"
-STAGES=${STAGES:-tests,sanitizer,kernels,engine,peer}
+STAGES=${STAGES:-tests,sanitizer,kernels,engine,cli,peer}
 SCENARIOS=${SCENARIOS:-d0,full32k,ckv32k,b8full,b32ckv,ckv131k}
 CONFIG=${CONFIG:-configs/Llama-3.1-8B.json}
 SHARED=$ROOT/../shared
@@ -41,11 +41,14 @@ if [ -z "${BUILD:-}" ] && [ -x prebuilt/bin/test_cuda_backend ]; then
   # The prebuilt tests name the source tree by the path they were built at.
   AT=$(cat prebuilt/source_dir)
   if [ ! -e "$AT" ]; then mkdir -p "$(dirname "$AT")" && ln -s "$ROOT" "$AT"; fi
+  # ... and ../shared beside it (the golden files the end-to-end tests read).
+  [ -e "$(dirname "$AT")/shared" ] || ln -s "$SHARED" "$(dirname "$AT")/shared"
+  [ -e "$ROOT/../shared" ] && echo "shared: $(ls "$(dirname "$AT")/shared/golden" | tr '\n' ' ')"
   stamp "prebuilt binaries (built at $AT, $(cat prebuilt/commit))"
 else
   stamp build
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCKV_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  ninja -C build-gpu -j16 test_cuda_backend bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  ninja -C build-gpu -j16 test_cuda_backend bench_cuda compresskv >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   BIN=$ROOT/build-gpu
 fi
 
@@ -80,6 +83,16 @@ if has engine; then
   stamp "engine: $SCENARIOS"
   timeout "${T_ENGINE:-300}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" "${PROF[@]}" --scenarios "$SCENARIOS" \
     --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+fi
+if has cli; then
+  # The user's path: compresskv itself on the GPU (CPU vs CUDA on stories260K's
+  # greedy text, then bench with random Llama-3.1-8B weights, 8 sequences).
+  stamp "compresskv --device cuda"
+  for d in cpu cuda; do
+    "$BIN/compresskv" run -m models/stories260k/stories260K.bin --temp 0 -n 200 --device $d 2>/dev/null | md5sum | sed "s/^/greedy text $d: /"
+  done
+  timeout "${T_CLI:-120}" "$BIN/compresskv" bench --device cuda --random-weights "$CONFIG" -p 0 -n 64 -d 4096 -b 8 -r 3 \
+    --kv-method snapkv --kv-budget 1024 2>&1 | tee "$OUT/cli.log"
 fi
 if has peer; then
   stamp "transformers peer"
