@@ -2,9 +2,11 @@
 // pre-tokenizer: smollm, gpt2, llama3, qwen2) and tok512's SentencePiece BPE.
 // First byte: which tokenizer (low 3 bits) and whether special-token text is
 // parsed (bit 3); the rest is the text. For valid UTF-8, byte-level BPE must
-// give the text back: decode(encode(s)) == s.
+// give the text back, decode(encode(s)) == s, whenever its vocabulary has a
+// token for every byte of s.
 #include "fuzz_util.h"
 #include "model/gguf.h"
+#include "tokenizer/byte_unicode.h"
 #include "tokenizer/gguf_vocab.h"
 #include "tokenizer/utf8.h"
 
@@ -12,6 +14,10 @@ namespace {
 
 std::vector<std::unique_ptr<ckv::Tokenizer>> toks;  // byte-level ones first
 size_t n_bpe = 0;
+// Bytes SmolLM2's vocabulary has no byte token for (0x04, 0x06, 0x13, ...):
+// they become UNK, as in the reference tokenizer, so text with them cannot
+// come back.
+bool unspellable[256];
 
 // Whether s is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
 bool valid_utf8(std::string_view s) {
@@ -49,6 +55,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     }
   }
   n_bpe = toks.size();
+  for (int b = 0; b < 256 && n_bpe; ++b) unspellable[b] = toks[0]->find(ckv::byte_to_unicode(uint8_t(b))) < 0;
   toks.push_back(ckv::make_tokenizer(ckv::read_llama2c_tokenizer(CKV_SOURCE_DIR "/models/stories260k/tok512.bin", 512)));
   return 0;
 }
@@ -63,7 +70,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int id : ids)
     if (id < 0 || id >= t.n_vocab()) __builtin_trap();
   std::string back = t.decode(ids);
-  if (which < n_bpe && valid_utf8(text) && back != text) __builtin_trap();
+  const bool spellable = std::none_of(text.begin(), text.end(), [](char c) { return unspellable[uint8_t(c)]; });
+  if (which < n_bpe && spellable && valid_utf8(text) && back != text) {
+    std::fprintf(stderr, "tokenizer %zu: decode(encode(s)) != s:\n  s    = %s\n  back = %s\n  ids  =", which,
+                 ckv::fuzz::quoted(text).c_str(), ckv::fuzz::quoted(back).c_str());
+    for (int id : ids) std::fprintf(stderr, " %d", id);
+    std::fprintf(stderr, "\n");
+    __builtin_trap();
+  }
   // Streaming gives the same bytes as decoding at once.
   ckv::StreamDecoder sd(t);
   std::string streamed;

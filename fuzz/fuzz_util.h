@@ -88,6 +88,21 @@ inline void refused(const Error& e) {
   if (verbose) std::fprintf(stderr, "refused: %s\n", e.what());
 }
 
+// s with bytes outside printable ASCII as \xNN, for failure messages.
+inline std::string quoted(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c >= 32 && c < 127 && c != '\\' && c != '"') {
+      out += char(c);
+    } else {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02X", c);
+      out += b;
+    }
+  }
+  return out + "\"";
+}
+
 // Once per process: one thread (the fuzzer runs one process at a time on a
 // shared machine, and BLAS threads would only add noise).
 inline void init_threads() {

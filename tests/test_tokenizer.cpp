@@ -2,6 +2,9 @@
 // llama2.c's tok512 SPM against hand-derived ids, round trips on awkward
 // UTF-8, streaming decode, and the readers' error messages.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -17,6 +20,7 @@
 using namespace ckv;
 using ckv::test::read_json;
 using ckv::test::shared_dir;
+using ckv::test::error_of;
 
 namespace {
 
@@ -290,6 +294,46 @@ TEST(Tok512, Errors) {
   }
   std::remove(cut.c_str());
   EXPECT_THROW(read_llama2c_tokenizer("/nonexistent/tok.bin", 512), Error);
+}
+
+// Runs f in a child process limited to `mb` MiB of address space; true when
+// it returned normally (a bad_alloc or crash there is false).
+static bool fits_in_memory(size_t mb, const std::function<void()>& f) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct rlimit rl = {mb << 20, mb << 20};
+    setrlimit(RLIMIT_AS, &rl);
+    try {
+      f();
+    } catch (...) {
+      _exit(1);
+    }
+    _exit(0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+// A token length within the file's own max_token_length but past its end is
+// refused before anything that size is allocated (found by fuzzing: a 40-byte
+// file claiming 2 GB tokens made the reader allocate 2 GB).
+TEST(Tok512, HugeTokenLengthRefusedBeforeAllocating) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "an address-space limit breaks AddressSanitizer's shadow memory";
+#endif
+  std::string bytes;
+  auto i32 = [&](int32_t v) { bytes.append(reinterpret_cast<const char*>(&v), 4); };
+  i32(INT32_MAX);  // max_token_length
+  i32(0);          // score of token 0
+  i32(INT32_MAX);  // its length
+  bytes += "abcd";
+  const test::TmpDir t("tok_huge");
+  test::write_file(t / "tok.bin", bytes);
+  EXPECT_TRUE(fits_in_memory(512, [&] {
+    std::string m = error_of([&] { read_llama2c_tokenizer(t / "tok.bin", 3); });
+    if (m.find("truncated") == std::string::npos || m.find("tok.bin") == std::string::npos) throw 1;
+  }));
 }
 
 TEST(MakeTokenizer, RefusesUnknownKindAndPre) {
