@@ -473,6 +473,13 @@ TEST(HfTokenizer, TokenIdsCheckedBeforeUse) {
     EXPECT_NE(m.find("model.vocab"), std::string::npos) << bad << ": " << m;
     EXPECT_NE(m.find("16777216"), std::string::npos) << bad << ": " << m;
   }
+  {  // Within range, but far beyond the 99 tokens the file holds (found by fuzzing: a 16M vocabulary).
+    auto tj = byte_level_json();
+    tj["model"]["vocab"]["!"] = 10000000;
+    std::string dir = write_hf_dir("ckv_hf_tok_id", tj, nullptr);
+    std::string m = error_of([&] { read_hf_tokenizer(dir); });
+    EXPECT_NE(m.find("largest id 10000000"), std::string::npos) << m;
+  }
   auto tj = byte_level_json();
   tj["added_tokens"][0]["id"] = 2147483647;
   std::string dir = write_hf_dir("ckv_hf_tok_id", tj, nullptr);

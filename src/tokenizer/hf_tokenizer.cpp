@@ -153,6 +153,12 @@ TokenizerData read_hf_tokenizer(const std::string& dir) {
     }
     int n = 0;
     for (auto& [t, id] : entries) n = std::max(n, id + 1);  // id < kMaxTokens: no overflow
+    // Ids are (nearly) dense in real files; a few corrupt ones must not size
+    // the vocabulary far past what the file holds.
+    if (int64_t(n) > 2 * int64_t(entries.size()) + 1024)
+      throw file_error(tpath, "model.vocab/added_tokens: largest id " + std::to_string(n - 1) + " for only " +
+                                  std::to_string(entries.size()) + " tokens (expected ids below " +
+                                  std::to_string(2 * entries.size() + 1024) + ")");
     d.tokens.assign(n, "");
     d.types.assign(n, TokenType::Unused);
     for (auto& [t, id] : entries) {
