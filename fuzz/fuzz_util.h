@@ -29,13 +29,16 @@ namespace ckv::fuzz {
 // Separates the files of a multi-file input (see split()).
 inline constexpr std::string_view kPartSep = "\n#ckv-part#\n";
 
-// The process's scratch directory (on /dev/shm when there is one), removed at exit.
+// The process's scratch directory (on /dev/shm when there is one), removed at
+// exit; a crashed run leaves it, so fuzz.sh names it (CKV_FUZZ_TAG) to clean up.
 inline const std::string& scratch() {
   struct Dir {
     std::string path;
     Dir() {
       std::error_code ec;
-      path = std::filesystem::is_directory("/dev/shm", ec) ? "/dev/shm/ckv_fuzz_XXXXXX" : "/tmp/ckv_fuzz_XXXXXX";
+      const char* tag = std::getenv("CKV_FUZZ_TAG");
+      path = std::string(std::filesystem::is_directory("/dev/shm", ec) ? "/dev/shm" : "/tmp") + "/ckv_fuzz_" +
+             (tag ? std::string(tag) + "_" : "") + "XXXXXX";
       if (!mkdtemp(path.data())) std::abort();
     }
     ~Dir() {

@@ -26,6 +26,9 @@ stats=build-fuzz/fuzz-stats.tsv
 [ -f "$stats" ] || printf 'date\ttarget\tseconds\texecs\texecs_per_s\tcov\tft\tcorpus\tresult\n' > "$stats"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 failed=()
+# Scratch directories of crashed runs (fuzz_util.h) are removed at the end.
+export CKV_FUZZ_TAG=$$
+trap 'rm -rf /dev/shm/ckv_fuzz_$$_* /tmp/ckv_fuzz_$$_*' EXIT
 for t in "${targets[@]}"; do
   bin=build-fuzz/$t
   [ -x "$bin" ] || { echo "fuzz.sh: no target $t" >&2; exit 2; }
