@@ -469,3 +469,41 @@ TEST(Engine, CompressCopyEqualsCompressingPrefill) {
     }
   }
 }
+
+// Every read is all or nothing: when the page pool cannot hold a step's rows,
+// the step throws and no cache is a row longer; the same step succeeds once
+// pages are free again. Likewise a later read that does not fit.
+TEST(Engine, FailedStepChangesNothing) {
+  auto m = stories();
+  const ModelConfig& c = m->config;
+  const int V = c.vocab_size;
+  ContextOptions co;
+  co.max_seqs = 2;
+  co.kv_pages = int64_t(c.n_layers) * c.n_kv_heads * 5;  // 80 rows a head in all
+  Context ctx(*m, make_cpu_backend(), co);
+  std::vector<float> lg(2 * V);
+  auto a = std::make_unique<Sequence>(ctx, seq_opts("full", 0, nullptr));
+  Sequence b(ctx, seq_opts("full", 0, nullptr));
+  a->read(prompt_ids(32, V, 1), lg.data());  // 2 pages a head
+  b.read(prompt_ids(48, V, 2), lg.data());   // 3 pages a head: the pool is full
+  const int toks[] = {7, 8};
+  std::vector<DecodeStep> both = {{a.get(), std::span<const int>(&toks[0], 1), lg.data()},
+                                  {&b, std::span<const int>(&toks[1], 1), lg.data() + V}};
+  EXPECT_THROW(decode_step(ctx, both), Error);
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      ASSERT_EQ(a->kv().len(l, g), 32);
+      ASSERT_EQ(b.kv().len(l, g), 48);
+    }
+  EXPECT_EQ(a->n_past(), 32);
+  EXPECT_EQ(b.n_past(), 48);
+  EXPECT_EQ(ctx.pool().in_use(), ctx.pool().capacity());
+  EXPECT_THROW(b.read(prompt_ids(20, V, 3), lg.data()), Error);  // a later read that does not fit
+  EXPECT_FALSE(b.reading());
+  EXPECT_EQ(b.kv().len(0, 0), 48);
+  a.reset();  // its pages back to the pool
+  DecodeStep one{&b, std::span<const int>(&toks[1], 1), lg.data()};
+  decode_step(ctx, std::span<DecodeStep>(&one, 1));
+  EXPECT_EQ(b.n_past(), 49);
+  EXPECT_EQ(b.kv().len(c.n_layers - 1, c.n_kv_heads - 1), 49);
+}

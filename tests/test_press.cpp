@@ -513,3 +513,17 @@ TEST(Press, GoldenSelectionFromGoldenScores) {
   }
   EXPECT_EQ(n_cases, 4);
 }
+
+// At a long prompt the window scores still select what a double-precision
+// re-derivation selects (the softmax denominators are summed in double).
+TEST(Scoring, LongPromptMatchesDoubleReference) {
+  const int T = 40000, H = 2, G = 1, hd = 16, w = 8, B = 512;
+  Layer L = random_layer(T, H, G, hd, 4242u);
+  const std::vector<int> heads = {0, 1};
+  auto got = press::mean_window_score(L.view(), heads, w, 5, Pool::Avg);
+  auto want = naive_score(L, heads, w, 5, Pool::Avg);
+  double worst = 0;
+  for (int j = 0; j < T - w; ++j) worst = std::max(worst, std::fabs(got[j] - want[j]) / (std::fabs(want[j]) + 1e-12));
+  EXPECT_LT(worst, 1e-4);
+  expect_same_kept(press::top_plus_window(got.data(), T, w, B), want, T, w, B, "T=40000");
+}
