@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "profile/shipped.h"
 #include "util/error.h"
 
 namespace ckv::cli {
@@ -46,7 +47,7 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
   app->add_option("--kv-kernel", a.kernel, "pooling kernel (default 5)");
   app->add_option("--kv-pool", a.pool, "pooling: avg or max (default avg)");
   app->add_option("--kv-srh", a.srh, "semantic retrieval heads per layer (compresskv, default 4)");
-  app->add_option("--kv-profile", a.profile, "model profile JSON (compresskv)");
+  app->add_option("--kv-profile", a.profile, "model profile JSON (compresskv; default: a shipped profile of profiles/ matching the model)");
   app->add_option("--kv-sinks", a.sinks, "attention sinks kept (streamingllm, default 4)");
   app->add_option("--kv-alpha", a.alpha, "Ada-KV uniform share (default 0.2)");
   app->add_option("--kv-beta", a.beta, "PyramidKV beta (default 20)");
@@ -79,14 +80,37 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   else throw Error("--matmul must be exact or q8, got '" + a.matmul + "'");
   if (a.method != "full" && a.budget <= 0)
     throw Error("--kv-method " + a.method + " needs --kv-budget N (average tokens kept per layer)");
-  if (!a.profile.empty()) {
-    prof = Profile::load(a.profile);
+  std::string profile = a.profile;
+  if (profile.empty() && a.method == "compresskv") {
+    profile = shipped_profile_for(m);
+    if (!profile.empty())
+      std::fprintf(stderr, "using the shipped profile %s (it matches the model's shape and fingerprint)\n",
+                   profile.c_str());
+  }
+  if (!profile.empty()) {
+    prof = Profile::load(profile);
     const ModelConfig& c = m.config;
     std::string warn = prof.check_model(c.arch, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, m.fingerprint());
     if (!warn.empty()) std::fprintf(stderr, "warning: %s\n", warn.c_str());
     o.profile = &prof;
   }
   return o;
+}
+
+std::string shipped_profile_for(const Model& m) {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  // Beside an installed binary (bin/../share/compresskv/profiles), then the source tree's.
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    dirs.push_back((exe.parent_path().parent_path() / "share" / "compresskv" / "profiles").string());
+    dirs.push_back((exe.parent_path().parent_path() / "profiles").string());
+  }
+#ifdef CKV_PROFILE_DIR
+  dirs.push_back(CKV_PROFILE_DIR);
+#endif
+  const ModelConfig& c = m.config;
+  return find_shipped_profile(dirs, c.arch, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, m.fingerprint());
 }
 
 void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens) {

@@ -40,6 +40,9 @@ struct SessionArgs {
 void add_session_args(CLI::App* app, SessionArgs& a);
 // Session options for these flags; loads and checks the profile into `prof`.
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof);
+// Path of a shipped profile (profiles/) matching the model's shape and
+// fingerprint, "" when none.
+std::string shipped_profile_for(const Model& m);
 // --kv-dump-kept: {"prompt_tokens": T, "layers": [[[...], ...], ...]}.
 void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens);
 

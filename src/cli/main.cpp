@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   add_info(app, action);
   add_bench(app, action);
   add_profile(app, action);
+  add_identify_heads(app, action);
+  add_eval(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,140 @@
+#include "eval/kld.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/sampler.h"
+#include "util/error.h"
+
+namespace ckv::eval {
+
+namespace {
+
+// log-softmax of logits [V] into out [V].
+void log_softmax(const float* x, int V, float* out) {
+  double mx = x[0];
+  for (int i = 1; i < V; ++i) mx = std::max<double>(mx, x[i]);
+  double s = 0;
+  for (int i = 0; i < V; ++i) s += std::exp(x[i] - mx);
+  const double lse = mx + std::log(s);
+  for (int i = 0; i < V; ++i) out[i] = static_cast<float>(x[i] - lse);
+}
+
+// KL(P || Q) with P given as log-probabilities and Q as logits.
+double kl_from_logp(const float* logp, const float* q_logits, int V) {
+  double mx = q_logits[0];
+  for (int i = 1; i < V; ++i) mx = std::max<double>(mx, q_logits[i]);
+  double s = 0;
+  for (int i = 0; i < V; ++i) s += std::exp(q_logits[i] - mx);
+  const double lse = mx + std::log(s);
+  double kl = 0;
+  for (int i = 0; i < V; ++i) {
+    const double lp = logp[i];
+    if (lp > -700) kl += std::exp(lp) * (lp - (q_logits[i] - lse));
+  }
+  return std::max(0.0, kl);
+}
+
+}  // namespace
+
+double kl_divergence(const float* ref_logits, const float* logits, int V) {
+  std::vector<float> lp(V);
+  log_softmax(ref_logits, V, lp.data());
+  return kl_from_logp(lp.data(), logits, V);
+}
+
+double quantile(std::vector<double> v, double p) {
+  if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
+  std::sort(v.begin(), v.end());
+  const double x = p * static_cast<double>(v.size() - 1);
+  const size_t i = static_cast<size_t>(std::floor(x));
+  if (i + 1 >= v.size()) return v.back();
+  return v[i] + (x - static_cast<double>(i)) * (v[i + 1] - v[i]);
+}
+
+nlohmann::json KlStats::to_json() const {
+  return {{"kl_mean", mean}, {"kl_median", median}, {"kl_p99", p99}, {"kl_max", max}, {"top1_agreement", top1}};
+}
+
+KlStats kl_stats(const std::vector<double>& kl, int top1_agree) {
+  KlStats s;
+  if (kl.empty()) return s;
+  double sum = 0;
+  for (double x : kl) sum += x, s.max = std::max(s.max, x);
+  s.mean = sum / static_cast<double>(kl.size());
+  s.median = quantile(kl, 0.5);
+  s.p99 = quantile(kl, 0.99);
+  s.top1 = static_cast<double>(top1_agree) / static_cast<double>(kl.size());
+  return s;
+}
+
+Results run_kld(const Model& m, const std::vector<int>& tokens, const std::string& source,
+                const std::vector<Cell>& cells, const SessionOptions& base, const KldOptions& opt,
+                const std::function<void(size_t)>& on_cell) {
+  if (opt.n_ctx < 1) throw Error("--n-ctx must be at least 1");
+  if (opt.n_eval < 1) throw Error("--n-eval must be at least 1");
+  const int64_t need = static_cast<int64_t>(opt.n_ctx) + opt.n_eval;
+  if (static_cast<int64_t>(tokens.size()) < need)
+    throw file_error(source, "has " + std::to_string(tokens.size()) + " tokens, --n-ctx " + std::to_string(opt.n_ctx) +
+                                 " + --n-eval " + std::to_string(opt.n_eval) + " needs " + std::to_string(need));
+  if (need - 1 > m.config.context)
+    throw Error("--n-ctx " + std::to_string(opt.n_ctx) + " + --n-eval " + std::to_string(opt.n_eval) +
+                " exceeds the model's context of " + std::to_string(m.config.context) + " positions");
+  const int V = m.config.vocab_size, N = opt.n_eval;
+  const std::vector<int> prompt(tokens.begin(), tokens.begin() + opt.n_ctx);
+  SessionOptions so = base;
+  so.gen_reserve = N;
+
+  // FullKV's log-probabilities at every step ([N][V]) and their argmax.
+  std::vector<float> ref(static_cast<size_t>(N) * V), logits(V);
+  std::vector<int> ref_top(N);
+  {
+    SessionOptions fo = cell_options(so, {"full", 0});
+    Session full(m, fo);
+    full.prefill(prompt, logits.data());
+    for (int i = 0; i < N; ++i) {
+      log_softmax(logits.data(), V, &ref[static_cast<size_t>(i) * V]);
+      ref_top[i] = Sampler::argmax(logits.data(), V);
+      if (i + 1 < N) full.decode(tokens[opt.n_ctx + i], logits.data());
+    }
+  }
+
+  Results r;
+  r.task = "kld";
+  r.model = m.path;
+  std::vector<Row> rows(cells.size());
+  std::vector<Cell> others;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < cells.size(); ++i) {
+    Row& row = rows[i];
+    row.method = cells[i].method;
+    if (!cells[i].full()) row.budget = cells[i].budget;
+    row.length = opt.n_ctx;
+    row.case_id = source;
+    row.tokens = opt.n_ctx;
+    if (cells[i].full()) {
+      row.metrics = kl_stats(std::vector<double>(N, 0.0), N).to_json();
+      if (on_cell) on_cell(i);
+    } else {
+      others.push_back(cells[i]);
+      index.push_back(i);
+    }
+  }
+  for_each_cell(m, prompt, others, so, [&](size_t ci, Session& s, std::vector<float>& lg) {
+    if (others[ci].full()) return;  // for_each_cell's own FullKV pass
+    std::vector<double> kl(N);
+    int agree = 0;
+    for (int i = 0; i < N; ++i) {
+      kl[i] = kl_from_logp(&ref[static_cast<size_t>(i) * V], lg.data(), V);
+      agree += Sampler::argmax(lg.data(), V) == ref_top[i];
+      if (i + 1 < N) s.decode(tokens[opt.n_ctx + i], lg.data());
+    }
+    rows[index[ci]].metrics = kl_stats(kl, agree).to_json();
+    if (on_cell) on_cell(index[ci]);
+  });
+  r.rows = std::move(rows);
+  return r;
+}
+
+}  // namespace ckv::eval
