@@ -56,10 +56,11 @@ std::vector<Needle> read_needles(const std::string& path) {
   return out;
 }
 
-// Invented facts that appear in no essay of the usual haystack, each answer
-// long enough (>= 11 distinct tokens) or starting so that its token set is
-// found in the prompt (DESIGN.md 2.4 step 4: > 90% coverage, although the
-// answer tokenized alone lacks the leading space it has inside the prompt).
+// Invented facts that appear in no essay of the usual haystack. Each answer
+// starts with a word that is one token with or without its leading space and
+// has 11 or more distinct tokens, so that its span is found in the prompt
+// (DESIGN.md 2.4 step 4 wants > 90% of the answer's token set, and the answer
+// tokenized alone lacks the leading space its first word has in the prompt).
 const std::vector<Needle>& calibration_needles() {
   static const std::vector<Needle> set = {
       {"The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.",
@@ -80,10 +81,10 @@ const std::vector<Needle>& calibration_needles() {
        "night at sea.",
        "Why was the research ship Aurora given its name?",
        "named after the green northern lights that the crew saw on their very first night at sea"},
-      {"The favourite food of Captain Mirelle's parrot is roasted sunflower seeds dipped in mango juice every Sunday "
-       "morning.",
+      {"The favourite food of Captain Mirelle's parrot is a bowl of roasted sunflower seeds dipped in mango juice "
+       "every Sunday morning.",
        "What is the favourite food of Captain Mirelle's parrot?",
-       "roasted sunflower seeds dipped in mango juice every Sunday morning"},
+       "a bowl of roasted sunflower seeds dipped in mango juice every Sunday morning"},
   };
   return set;
 }
@@ -102,10 +103,10 @@ const std::vector<Needle>& evaluation_needles() {
        "Halvorsen from Bergen.",
        "Who won the first chess tournament held on the moon base Selene?",
        "a retired botanist named Ingrid Halvorsen from Bergen"},
-      {"The magic phrase that opens the library vault in the city of Marrowind is pumpkin lullaby, whispered three "
-       "times at midnight.",
-       "What is the magic phrase that opens the library vault in the city of Marrowind?",
-       "pumpkin lullaby, whispered three times at midnight"},
+      {"To open the library vault in the city of Marrowind, say the words pumpkin lullaby, whispered three times at "
+       "midnight.",
+       "How do you open the library vault in the city of Marrowind?",
+       "say the words pumpkin lullaby, whispered three times at midnight"},
       {"Professor Okafor keeps her spare laboratory keys in a green teapot on the top shelf of the staff kitchen.",
        "Where does Professor Okafor keep her spare laboratory keys?",
        "in a green teapot on the top shelf of the staff kitchen"},

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -80,7 +81,8 @@ void run_gnuplot(const std::string& script, const std::string& what) {
 void heatmap_png(const std::string& path, const std::string& title, const std::vector<int>& lengths,
                  const std::vector<double>& depths, const std::vector<std::vector<double>>& score) {
   std::ostringstream s;
-  s << terminal(110 + 90 * static_cast<int>(lengths.size()), 120 + 45 * static_cast<int>(depths.size()));
+  s << terminal(std::max(460, 200 + 90 * static_cast<int>(lengths.size())),
+                std::max(340, 140 + 45 * static_cast<int>(depths.size())));
   s << "set output " << quoted(path) << "\n";
   s << "set title " << quoted(title) << " noenhanced\n";
   s << "set xlabel 'context length (tokens)'\nset ylabel 'needle depth (%)'\n";
@@ -101,13 +103,14 @@ void heatmap_png(const std::string& path, const std::string& title, const std::v
 }
 
 void budget_plot_png(const std::string& path, const std::string& title, const std::string& ylabel,
-                     const std::vector<Series>& series, std::optional<double> full) {
+                     const std::vector<Series>& series, std::optional<double> full, bool percent) {
   std::ostringstream s;
   s << terminal(720, 480);
   s << "set output " << quoted(path) << "\n";
   s << "set title " << quoted(title) << " noenhanced\n";
   s << "set xlabel 'budget (tokens per layer and KV head)'\nset ylabel " << quoted(ylabel) << "\n";
   s << "set logscale x 2\nset grid\nset key outside right noenhanced\n";
+  if (percent) s << "set yrange [0:100]\n";
   int lo = 0, hi = 0;
   for (auto& se : series)
     for (auto& p : se.points) {

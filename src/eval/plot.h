@@ -17,13 +17,14 @@ void heatmap_png(const std::string& path, const std::string& title, const std::v
                  const std::vector<double>& depths, const std::vector<std::vector<double>>& score);
 
 // Score against budget, one line per method; FullKV (when given) as a
-// dashed horizontal line. points[i]: (budget, score) of series i.
+// dashed horizontal line. points[i]: (budget, score) of series i. percent:
+// the y axis spans 0-100.
 struct Series {
   std::string name;
   std::vector<std::pair<int, double>> points;
 };
 void budget_plot_png(const std::string& path, const std::string& title, const std::string& ylabel,
-                     const std::vector<Series>& series, std::optional<double> full);
+                     const std::vector<Series>& series, std::optional<double> full, bool percent);
 
 // Runs a gnuplot script; throws ckv::Error with gnuplot's message on failure.
 void run_gnuplot(const std::string& script, const std::string& what);

@@ -54,7 +54,7 @@ std::vector<std::string> write_summary_plot(const std::string& dir, const Result
   }
   for (auto& s : series) std::sort(s.points.begin(), s.points.end());
   const std::string path = dir + "/" + r.task + "_summary.png";
-  budget_plot_png(path, r.task + ": " + r.model, ylabel, series, full);
+  budget_plot_png(path, r.task + ": " + std::filesystem::path(r.model).filename().string(), ylabel, series, full, !kld);
   return {path};
 }
 

@@ -244,7 +244,7 @@ Built build_vt_part(int n, Rng& r, int name_len) {
 }
 
 Built build_vt(int n, Rng& r) {
-  Built ex = build_vt_part(5, r, 3);  // one worked example first, as RULER does
+  Built ex = build_vt_part(2, r, 3);  // one worked example first, as RULER does
   Built b = build_vt_part(n, r, 5);
   b.body = ex.body + ex.answer_prefix + join(ex.refs, " ") + "\n\n" + b.body;
   return b;
