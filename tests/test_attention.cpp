@@ -1,6 +1,7 @@
-// cpu::attention (split-K decode path for n <= 8, sgemm prefill path above)
-// against a plain double-precision causal softmax attention, on random data:
-// GQA group sizes 1 and 3, prefixes shorter and longer than a decode chunk,
+// The CPU attention kernels -- split-K decode over KV pages for n <= 8, sgemm
+// prefill over dense K/V in chunks of query rows above -- against a plain
+// double-precision causal softmax attention, on random data: GQA group sizes
+// 1 and 3, prefixes shorter and longer than a decode chunk and than a page,
 // head sizes that are and are not multiples of 8, per-head prefix lengths
 // that differ (as after Ada-KV compression).
 #include <gtest/gtest.h>
@@ -11,7 +12,10 @@
 #include <random>
 #include <vector>
 
-#include "kernels/cpu/ops.h"
+#include <omp.h>
+
+#include "engine/kv_pages.h"
+#include "kernels/cpu/attention.h"
 
 namespace {
 
@@ -57,6 +61,58 @@ std::vector<double> reference(const Case& c, const std::vector<float>& q, const 
   return out;
 }
 
+// Attention of the n new rows over a cache holding each head's prefix:
+// n <= 8 through the decode kernel over the pages (the new rows appended
+// first, as the engine does); larger n through the prefill kernel over dense
+// K/V that kv_to_dense filled from the cache, in chunks of 50 query rows.
+std::vector<float> run_attention(const Case& c, const std::vector<float>& q, const std::vector<float>& kn,
+                                 const std::vector<float>& vn, const std::vector<std::vector<float>>& pk,
+                                 const std::vector<std::vector<float>>& pv, bool f16) {
+  const int hd = c.hd, G = c.n_kv;
+  auto backend = ckv::make_cpu_backend();
+  int pmax = 0;
+  for (int p : c.plen) pmax = std::max(pmax, p);
+  const int64_t T = pmax + c.n;
+  ckv::KvPool pool(*backend, hd, f16 ? ckv::KvType::F16 : ckv::KvType::F32, 16, G * (T / 16 + 2));
+  ckv::KvCache cache(pool, 1, G, T);
+  // The prefixes into the pages, through a dense [pmax][G][hd] source.
+  std::vector<float> dk(size_t(std::max(pmax, 1)) * G * hd), dv(dk.size());
+  std::vector<std::vector<int32_t>> rows(G);
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < c.plen[g]; ++j) {
+      std::copy(&pk[g][size_t(j) * hd], &pk[g][size_t(j + 1) * hd], &dk[(size_t(j) * G + g) * hd]);
+      std::copy(&pv[g][size_t(j) * hd], &pv[g][size_t(j + 1) * hd], &dv[(size_t(j) * G + g) * hd]);
+      rows[g].push_back(j);
+    }
+  for (int g = 0; g < G; ++g) cache.grow_head(0, g, c.plen[g]);
+  backend->kv_gather(cache, 0, {dk.data(), dv.data(), 0, {}}, rows);
+  std::vector<float> out(c.n * c.n_heads * hd, -7.0f);
+  const int threads = omp_get_max_threads();
+  if (c.n <= 8) {
+    cache.grow(static_cast<int>(c.n));
+    const ckv::AppendItem app[] = {{0, static_cast<int>(c.n), &cache}};
+    backend->kv_append(app, 0, kn.data(), vn.data());
+    ckv::cpu::DecodeScratch ws;
+    ws.reserve(1, T, G, c.n_heads / G, 8, hd, threads);
+    const ckv::DecodeItem items[] = {{0, static_cast<int>(c.n), &cache}};
+    ckv::cpu::attention_decode(q.data(), items, 0, c.n_heads, G, hd, ws, out.data(), nullptr);
+  } else {
+    std::vector<float> k(size_t(T) * G * hd, NAN), v(k.size(), NAN);
+    std::vector<int64_t> start(G);
+    for (int g = 0; g < G; ++g) start[g] = pmax - c.plen[g];
+    const ckv::DenseKV dense{k.data(), v.data(), pmax, start};
+    backend->kv_to_dense(cache, 0, dense, 0);
+    std::copy(kn.begin(), kn.end(), k.begin() + size_t(pmax) * G * hd);
+    std::copy(vn.begin(), vn.end(), v.begin() + size_t(pmax) * G * hd);
+    ckv::cpu::PrefillScratch ws;
+    ws.reserve(T, threads);
+    for (int64_t i0 = 0; i0 < c.n; i0 += 50)
+      ckv::cpu::attention_prefill(&q[i0 * c.n_heads * hd], i0, std::min<int64_t>(50, c.n - i0), dense, c.n_heads, G,
+                                  hd, ws, &out[i0 * c.n_heads * hd]);
+  }
+  return out;
+}
+
 void check(const Case& c, uint32_t seed, bool f16 = false) {
   std::mt19937 g(seed);
   const int hd = c.hd;
@@ -64,33 +120,20 @@ void check(const Case& c, uint32_t seed, bool f16 = false) {
   auto q = randn(c.n * c.n_heads * hd, g, 3.0f / std::sqrt(float(hd)) * 2.0f);
   auto kn = randn(c.n * c.n_kv * hd, g, 1.0f), vn = randn(c.n * c.n_kv * hd, g, 1.0f);
   std::vector<std::vector<float>> pk, pv;
-  std::vector<std::vector<uint16_t>> hk, hv;  // the f16 cache rows
-  ckv::cpu::AttnPrefix prefix;
-  prefix.f16 = f16;
   for (int gi = 0; gi < c.n_kv; ++gi) {
     pk.push_back(randn(size_t(c.plen[gi]) * hd, g, 1.0f));
     pv.push_back(randn(size_t(c.plen[gi]) * hd, g, 1.0f));
-    hk.emplace_back(), hv.emplace_back();
     if (f16)  // the reference sees the rounded values the cache holds
-      for (auto* pr : {&pk.back(), &pv.back()}) {
-        auto& h = pr == &pk.back() ? hk.back() : hv.back();
-        for (float& x : *pr) {
-          h.push_back(_cvtss_sh(x, 0));
-          x = _cvtsh_ss(h.back());
-        }
-      }
+      for (auto* pr : {&pk.back(), &pv.back()})
+        for (float& x : *pr) x = _cvtsh_ss(_cvtss_sh(x, 0));
   }
-  bool any = false;
-  for (int gi = 0; gi < c.n_kv; ++gi) any = any || c.plen[gi] > 0;
-  if (any)
-    for (int gi = 0; gi < c.n_kv; ++gi) {
-      prefix.k.push_back(f16 ? static_cast<const void*>(hk[gi].data()) : pk[gi].data());
-      prefix.v.push_back(f16 ? static_cast<const void*>(hv[gi].data()) : pv[gi].data());
-      prefix.len.push_back(c.plen[gi]);
-    }
-  std::vector<float> out(c.n * c.n_heads * hd, -7.0f);
-  ckv::cpu::attention(q.data(), kn.data(), vn.data(), c.n, prefix, c.n_heads, c.n_kv, hd, out.data());
-  const std::vector<double> ref = reference(c, q, kn, vn, pk, pv);
+  // An f16 cache also rounds the new rows (decode appends them first).
+  std::vector<float> kr = kn, vr = vn;
+  if (f16 && c.n <= 8)
+    for (auto* pr : {&kr, &vr})
+      for (float& x : *pr) x = _cvtsh_ss(_cvtss_sh(x, 0));
+  std::vector<float> out = run_attention(c, q, kn, vn, pk, pv, f16);
+  const std::vector<double> ref = reference(c, q, kr, vr, pk, pv);
   double worst = 0;
   for (size_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::fabs(out[i] - ref[i]));
   EXPECT_LT(worst, 2e-5) << "heads " << c.n_heads << "/" << c.n_kv << " hd " << hd << " n " << c.n << " plen0 "
@@ -131,23 +174,20 @@ TEST(Attention, DecodeEqualsPrefillRow) {
   const int H = 9, G = 3, hd = 64;
   const int64_t n = 300;
   auto q = randn(n * H * hd, g, 0.7f), k = randn(n * G * hd, g, 1.0f), v = randn(n * G * hd, g, 1.0f);
-  std::vector<float> full(n * H * hd), last(H * hd);
-  ckv::cpu::attention(q.data(), k.data(), v.data(), n, {}, H, G, hd, full.data());
+  const Case all{H, G, hd, n, std::vector<int>(G, 0)};
+  std::vector<float> full = run_attention(all, q, k, v, std::vector<std::vector<float>>(G), std::vector<std::vector<float>>(G), false);
   // The prefix as a cache: keys 0..n-2 per KV head, contiguous.
   std::vector<std::vector<float>> pk(G), pv(G);
-  ckv::cpu::AttnPrefix prefix;
-  for (int gi = 0; gi < G; ++gi) {
+  for (int gi = 0; gi < G; ++gi)
     for (int64_t j = 0; j < n - 1; ++j)
       for (int e = 0; e < hd; ++e) {
         pk[gi].push_back(k[(j * G + gi) * hd + e]);
         pv[gi].push_back(v[(j * G + gi) * hd + e]);
       }
-    prefix.k.push_back(pk[gi].data());
-    prefix.v.push_back(pv[gi].data());
-    prefix.len.push_back(int(n - 1));
-  }
-  ckv::cpu::attention(&q[(n - 1) * H * hd], &k[(n - 1) * G * hd], &v[(n - 1) * G * hd], 1, prefix, H, G, hd,
-                      last.data());
+  const Case one{H, G, hd, 1, std::vector<int>(G, int(n - 1))};
+  std::vector<float> ql(&q[(n - 1) * H * hd], &q[n * H * hd]), kl(&k[(n - 1) * G * hd], &k[n * G * hd]),
+      vl(&v[(n - 1) * G * hd], &v[n * G * hd]);
+  std::vector<float> last = run_attention(one, ql, kl, vl, pk, pv, false);
   for (int i = 0; i < H * hd; ++i) ASSERT_NEAR(last[i], full[(n - 1) * H * hd + i], 1e-5) << i;
 }
 

@@ -74,22 +74,27 @@ TEST(Compression, GoldenSmolLM2Selection) {
 
   // Case 0 through the session itself; the others replay captured layers.
   std::vector<std::vector<float>> qs(L), ks(L);
+  int q_rows = 0;
   SessionOptions so;
   so.method = "compresskv";
   so.profile = &prof;
   so.press.budget = g["cases"][0]["budgets"][0];
   so.on_layer = [&](const LayerView& lv) {
     const int H = lv.n_heads, G = lv.n_kv_heads, hd = lv.head_dim;
-    qs[lv.layer].assign(lv.q, lv.q + size_t(lv.T) * H * hd);
+    q_rows = lv.q_rows;  // the window's queries (the press scores with those only)
+    qs[lv.layer].assign(lv.q, lv.q + size_t(lv.q_rows) * H * hd);
     ks[lv.layer].assign(lv.k, lv.k + size_t(lv.T) * G * hd);
   };
   Session s(*m, so);
   std::vector<float> logits(m->config.vocab_size);
   s.prefill(ids, logits.data());
 
+  auto backend = make_cpu_backend();
+  std::vector<float> scratch(size_t(m->config.n_heads + 1) * T);
   auto view = [&](int l) {
     const ModelConfig& c = m->config;
-    return LayerView{l, L, T, c.n_heads, c.n_kv_heads, c.head_dim, qs[l].data(), ks[l].data()};
+    return LayerView{l, L, T, c.n_heads, c.n_kv_heads, c.head_dim, qs[l].data(), q_rows, ks[l].data(),
+                     backend.get(), scratch.data()};
   };
   // Scores (2.1 steps 3-7) within 1e-4 relative / 1e-9 absolute.
   double worst = 0;
@@ -236,13 +241,14 @@ TEST(Compression, RopePositionContinuesFromPromptLength) {
   }
 }
 
-// The bytes the store reports are the bytes it allocated, and a compressed
-// cache really is smaller (Ada-KV heads of one layer hold different lengths).
+// The bytes the store reports are the bytes of the pages it holds, and a
+// compressed cache really is smaller (Ada-KV heads of one layer hold
+// different lengths); a full cache holds what full_bytes() says.
 TEST(Compression, KVBytesAreAllocatedBytes) {
   auto m = stories();
   const ModelConfig& c = m->config;
   Profile prof = identity_profile(*m);
-  const int T = 200, budget = 32, reserve = 10;
+  const int T = 200, budget = 32;
   for (KvType type : {KvType::F32, KvType::F16})
   for (const std::string& method : press_names()) {
     const size_t es = type == KvType::F16 ? 2 : 4;  // bytes per element
@@ -251,8 +257,8 @@ TEST(Compression, KVBytesAreAllocatedBytes) {
     so.method = method;
     so.press.budget = budget;
     so.profile = &prof;
-    so.gen_reserve = reserve;
     Session s(*m, so);
+    const int P = s.kv().pool().page_rows();
     std::vector<float> lg(c.vocab_size);
     s.prefill(prompt_ids(T, c.vocab_size), lg.data());
     size_t sum = 0;
@@ -260,29 +266,31 @@ TEST(Compression, KVBytesAreAllocatedBytes) {
     bool differ = false;
     for (int l = 0; l < c.n_layers; ++l)
       for (int g = 0; g < c.n_kv_heads; ++g) {
-        EXPECT_EQ(s.kv().capacity(l, g), s.kv().len(l, g) + reserve);
+        EXPECT_EQ(s.kv().capacity(l, g), (s.kv().len(l, g) + P - 1) / P * P);  // whole pages, no spare page
         sum += size_t(s.kv().capacity(l, g)) * c.head_dim * 2 * es;
         kept_total += s.kv().len(l, g);
         differ |= s.kv().len(l, g) != s.kv().len(l, 0);
       }
     EXPECT_EQ(s.kv().bytes(), sum) << method;
-    EXPECT_EQ(s.kv().full_bytes(T), size_t(T) * c.n_layers * c.n_kv_heads * c.head_dim * 2 * es);
+    EXPECT_EQ(s.kv().full_bytes(T), size_t((T + P - 1) / P * P) * c.n_layers * c.n_kv_heads * c.head_dim * 2 * es);
     if (method == "full") {
       EXPECT_EQ(kept_total, int64_t(T) * c.n_layers * c.n_kv_heads);
+      EXPECT_EQ(s.kv().bytes(), s.kv().full_bytes(T));
     } else if (method != "pyramidkv") {
       EXPECT_EQ(kept_total, int64_t(budget) * c.n_layers * c.n_kv_heads) << method;
     }
-    if (method == "adakv") {
+    if (method == "adakv" || method == "adacompresskv") {
       EXPECT_TRUE(differ) << "Ada-KV heads should hold different lengths";
     } else {
       EXPECT_FALSE(differ) << method;
     }
-    // Appending past the reserve grows the allocation and the count with it.
-    for (int i = 0; i < reserve + 1; ++i) s.decode(5, lg.data());
+    // Appending past a page boundary takes a page, and the count follows.
+    for (int i = 0; i < P + 1; ++i) s.decode(5, lg.data());
     size_t after = 0;
     for (int l = 0; l < c.n_layers; ++l)
       for (int g = 0; g < c.n_kv_heads; ++g) after += size_t(s.kv().capacity(l, g)) * c.head_dim * 2 * es;
     EXPECT_EQ(s.kv().bytes(), after) << method;
+    EXPECT_GT(after, sum) << method;
   }
 }
 

@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 
+#include "kernels/backend.h"
 #include "press/budgets.h"
 #include "press/press.h"
 #include "press/scoring.h"
@@ -28,6 +29,8 @@ struct Layer {
   int T, H, G, hd;
   std::vector<float> q, k;  // [T][H][hd], [T][G][hd]
   LayerView view(int layer = 0, int n_layers = 1) const {
+    static auto backend = make_cpu_backend();
+    scratch.resize(size_t(H + 1) * T);
     LayerView lv;
     lv.layer = layer;
     lv.n_layers = n_layers;
@@ -36,15 +39,19 @@ struct Layer {
     lv.n_kv_heads = G;
     lv.head_dim = hd;
     lv.q = q.data();
+    lv.q_rows = T;
     lv.k = k.data();
+    lv.backend = backend.get();
+    lv.scratch = scratch.data();
     return lv;
   }
+  mutable std::vector<float> scratch;  // the press's score rows
 };
 
 // kv_scale[g] multiplies KV head g's keys: large = peaky attention, small = flat.
 Layer random_layer(int T, int H, int G, int hd, unsigned seed, std::vector<float> kv_scale = {}) {
   Layer L{T, H, G, hd, std::vector<float>(static_cast<size_t>(T) * H * hd),
-          std::vector<float>(static_cast<size_t>(T) * G * hd)};
+          std::vector<float>(static_cast<size_t>(T) * G * hd), {}};
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (auto& x : L.q) x = 1.5f * nd(rng);

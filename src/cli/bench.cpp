@@ -13,7 +13,9 @@
 
 #include "cli/common.h"
 #include "cli/subcommands.h"
+#include "engine/forward.h"
 #include "engine/sampler.h"
+#include "engine/sequence.h"
 #include "util/error.h"
 
 namespace ckv::cli {
@@ -24,7 +26,7 @@ struct BenchArgs {
   ModelArgs model;
   SessionArgs kv;
   std::vector<int> n_prompt{512}, n_gen{128}, depth{0};
-  int reps = 5;
+  int reps = 5, batch = 1;
   bool json = false, no_warmup = false;
 };
 
@@ -44,42 +46,54 @@ size_t weight_bytes(const Model& m) {
   return b;
 }
 
-// One repetition; returns tokens/s of the timed part.
-double one_rep(const Model& m, const SessionOptions& base, int P, int N, int D, std::mt19937& rng, Row& row) {
+// One repetition over `batch` sequences of one context; returns the
+// aggregate tokens/s of the timed part.
+double one_rep(Context& ctx, const SequenceOptions& so, int batch, int P, int N, int D, std::mt19937& rng, Row& row) {
+  const Model& m = ctx.model();
   std::uniform_int_distribution<int> tokd(0, m.config.vocab_size - 1);
   auto random_tokens = [&](int n) {
     std::vector<int> t(n);
     for (auto& x : t) x = tokd(rng);
     return t;
   };
-  SessionOptions so = base;
-  // Room for what comes after the first read, so kv held counts no unused
-  // reserve: a pp test at depth 0 is itself the first read.
-  so.gen_reserve = D > 0 ? std::max(N, P) : N;
-  Session s(m, so);
-  std::vector<float> logits(m.config.vocab_size);
-  if (D > 0) s.prefill(random_tokens(D), logits.data());
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  for (int i = 0; i < batch; ++i) seqs.push_back(std::make_unique<Sequence>(ctx, so));
+  const int V = m.config.vocab_size;
+  std::vector<float> logits(static_cast<size_t>(batch) * V);
+  if (D > 0)
+    for (auto& s : seqs) s->read(random_tokens(D), logits.data());
   using clock = std::chrono::steady_clock;
   double secs = 0;
-  int count = 0;
+  int64_t count = 0;
   if (P > 0) {
+    std::vector<std::vector<int>> prompts;
+    for (int i = 0; i < batch; ++i) prompts.push_back(random_tokens(P));
     auto t0 = clock::now();
-    s.prefill(random_tokens(P), logits.data());
+    for (int i = 0; i < batch; ++i) seqs[i]->read(prompts[i], logits.data());
     secs = std::chrono::duration<double>(clock::now() - t0).count();
-    count = P;
+    count = int64_t(P) * batch;
   } else {
-    int tok = tokd(rng);
+    std::vector<int> tok(batch);
+    for (int& t : tok) t = tokd(rng);
+    std::vector<DecodeStep> steps(batch);
+    for (int i = 0; i < batch; ++i) steps[i] = {seqs[i].get(), std::span<const int>(&tok[i], 1), &logits[size_t(i) * V]};
     auto t0 = clock::now();
-    for (int i = 0; i < N; ++i) {
-      s.decode(tok, logits.data());
-      tok = Sampler::argmax(logits.data(), m.config.vocab_size);
+    for (int g = 0; g < N; ++g) {
+      decode_step(ctx, steps);
+      for (int i = 0; i < batch; ++i) tok[i] = Sampler::argmax(&logits[size_t(i) * V], V);
     }
+    ctx.backend().sync();
     secs = std::chrono::duration<double>(clock::now() - t0).count();
-    count = N;
+    count = int64_t(N) * batch;
   }
-  row.kv_bytes = s.kv().bytes();
-  row.kv_full = s.kv().full_bytes(s.n_past());
-  row.peak = std::max(row.peak, weight_bytes(m) + s.peak_bytes());
+  row.kv_bytes = row.kv_full = 0;
+  size_t peak = ctx.fixed_bytes() + weight_bytes(m);
+  for (auto& s : seqs) {
+    row.kv_bytes += s->kv().bytes();
+    row.kv_full += s->kv().full_bytes(s->n_past());
+    peak += s->peak_bytes();
+  }
+  row.peak = std::max(row.peak, peak);
   return count / secs;
 }
 
@@ -88,7 +102,8 @@ double one_rep(const Model& m, const SessionOptions& base, int P, int N, int D, 
 static int bench(const BenchArgs& a) {
   auto m = load(a.model);
   Profile prof;
-  SessionOptions so = session_options(a.kv, *m, prof);
+  const SessionOptions so = session_options(a.kv, *m, prof);
+  const SequenceOptions seq_opt = sequence_options(so);
   std::vector<Row> rows;
   for (int D : a.depth) {
     for (int P : a.n_prompt)
@@ -99,10 +114,12 @@ static int bench(const BenchArgs& a) {
   if (rows.empty()) throw Error("nothing to measure: -p and -n are both 0");
   const std::string backend = "CPU";
   const int threads = omp_get_max_threads();
-  const std::string budget = a.kv.method == "full" ? "-" : std::to_string(a.kv.budget);
+  const std::string method = a.kv.select.empty() ? a.kv.method : a.kv.select + "+" + a.kv.alloc;
+  const bool full = method == "full";
+  const std::string budget = full ? "-" : std::to_string(a.kv.budget);
   if (!a.json) {
-    std::printf("| model | backend | threads | method | budget | test | t/s | kv held | kv full | peak |\n");
-    std::printf("| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |\n");
+    std::printf("| model | backend | threads | method | budget | batch | test | t/s | kv held | kv full | peak |\n");
+    std::printf("| --- | --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n");
   }
   std::mt19937 rng(1234);
   for (Row& r : rows) {
@@ -110,26 +127,34 @@ static int bench(const BenchArgs& a) {
     if (need > m->config.context)
       throw Error("test " + r.test + " at depth " + std::to_string(r.depth) + " needs " + std::to_string(need) +
                   " positions, more than the model's context " + std::to_string(m->config.context));
+    // One context a test, sized for it: the workspace and pool it needs.
+    ContextOptions co = context_options(so);
+    co.n_ctx = static_cast<int>(need);
+    co.max_seqs = a.batch;
+    Context ctx(*m, make_cpu_backend(so.q8_matmul), co);
     if (!a.no_warmup) {
       Row w;
-      one_rep(*m, so, std::min(r.n_prompt, 32), std::min(r.n_gen, 4), r.depth > 0 ? std::min(r.depth, 64) : 0, rng, w);
+      one_rep(ctx, seq_opt, a.batch, std::min(r.n_prompt, 32), std::min(r.n_gen, 4),
+              r.depth > 0 ? std::min(r.depth, 64) : 0, rng, w);
     }
     std::vector<double> tps;
-    for (int i = 0; i < a.reps; ++i) tps.push_back(one_rep(*m, so, r.n_prompt, r.n_gen, r.depth, rng, r));
+    for (int i = 0; i < a.reps; ++i) tps.push_back(one_rep(ctx, seq_opt, a.batch, r.n_prompt, r.n_gen, r.depth, rng, r));
     std::sort(tps.begin(), tps.end());
     r.tps = tps[tps.size() / 2];
     std::string test = r.test + (r.depth ? " @ d" + std::to_string(r.depth) : "");
     if (a.json) {
       nlohmann::json j = {{"model", m->name},        {"backend", backend},       {"threads", threads},
-                          {"method", a.kv.method},    {"budget", a.kv.method == "full" ? 0 : a.kv.budget},
+                          {"method", method},    {"budget", full ? 0 : a.kv.budget},
+                          {"batch", a.batch},
                           {"test", r.n_prompt ? "pp" : "tg"}, {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen},
                           {"depth", r.depth},         {"tokens_per_s", r.tps},    {"kv_bytes", r.kv_bytes},
                           {"kv_bytes_full", r.kv_full}, {"peak_bytes", r.peak},   {"rss_peak_bytes", rss_peak()},
                           {"reps", a.reps},           {"commit", CKV_COMMIT}};
       std::printf("%s\n", j.dump().c_str());
     } else {
-      std::printf("| %s | %s | %d | %s | %s | %s | %.2f | %s | %s | %s |\n", m->name.c_str(), backend.c_str(),
-                  threads, a.kv.method.c_str(), budget.c_str(), test.c_str(), r.tps, human_bytes(r.kv_bytes).c_str(),
+      std::printf("| %s | %s | %d | %s | %s | %d | %s | %.2f | %s | %s | %s |\n", m->name.c_str(), backend.c_str(),
+                  threads, method.c_str(), budget.c_str(), a.batch, test.c_str(), r.tps,
+                  human_bytes(r.kv_bytes).c_str(),
                   human_bytes(r.kv_full).c_str(), human_bytes(r.peak).c_str());
     }
     std::fflush(stdout);
@@ -148,6 +173,8 @@ CLI::App* add_bench(CLI::App& app, std::function<int()>& action) {
   c->add_option("-n,--n-gen", a->n_gen, "generated tokens (0 leaves tg out)")->delimiter(',');
   c->add_option("-d,--n-depth", a->depth, "context depth before each test")->delimiter(',');
   c->add_option("-r,--repetitions", a->reps, "repetitions (median reported)")->check(CLI::PositiveNumber);
+  c->add_option("-b,--batch", a->batch, "sequences decoded together, each with its own cache (tokens/s is their sum)")
+      ->check(CLI::Range(1, 1024));
   c->add_flag("--json", a->json, "one JSON object per test");
   c->add_flag("--no-warmup", a->no_warmup, "skip the warm-up run");
   c->callback([a, &action] { action = [a] { return bench(*a); }; });

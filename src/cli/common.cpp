@@ -41,7 +41,13 @@ std::unique_ptr<Tokenizer> tokenizer_for(const Model& m) {
 }
 
 void add_session_args(CLI::App* app, SessionArgs& a) {
-  app->add_option("--kv-method", a.method, "KV compression: full, streamingllm, snapkv, pyramidkv, adakv, compresskv");
+  app->add_option("--kv-method", a.method,
+                  "KV compression: full, streamingllm, snapkv, pyramidkv, adakv, compresskv, adacompresskv");
+  app->add_option("--kv-select", a.select,
+                  "token selection, with --kv-alloc instead of --kv-method: window (SnapKV), srh (CompressKV), "
+                  "sinks (StreamingLLM)");
+  app->add_option("--kv-alloc", a.alloc,
+                  "budget allocation, with --kv-select: uniform, pyramid, error-aware, ada, ada-error-aware");
   app->add_option("--kv-budget", a.budget, "average tokens kept per layer and KV head, window included");
   app->add_option("--kv-window", a.window, "observation window (default 8)");
   app->add_option("--kv-kernel", a.kernel, "pooling kernel (default 5)");
@@ -64,6 +70,12 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof) {
   SessionOptions o;
   o.method = a.method;
+  o.select = a.select;
+  o.alloc = a.alloc;
+  if (!a.select.empty() || !a.alloc.empty()) {
+    if (a.select.empty() || a.alloc.empty()) throw Error("--kv-select and --kv-alloc go together: give both");
+    if (a.method != "full") throw Error("give either --kv-method or --kv-select/--kv-alloc, not both");
+  }
   o.press.budget = a.budget;
   o.press.window = a.window;
   o.press.kernel = a.kernel;
@@ -75,13 +87,14 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   o.press.alpha = a.alpha;
   o.press.beta = a.beta;
   o.kv_type = parse_kv_type(a.kv_type);
-  if (a.matmul == "exact") o.matmul = cpu::MatmulMode::Exact;
-  else if (a.matmul == "q8") o.matmul = cpu::MatmulMode::Q8;
+  if (a.matmul == "exact") o.q8_matmul = false;
+  else if (a.matmul == "q8") o.q8_matmul = true;
   else throw Error("--matmul must be exact or q8, got '" + a.matmul + "'");
-  if (a.method != "full" && a.budget <= 0)
-    throw Error("--kv-method " + a.method + " needs --kv-budget N (average tokens kept per layer)");
+  if ((a.method != "full" || !a.select.empty()) && a.budget <= 0)
+    throw Error((a.select.empty() ? "--kv-method " + a.method : "--kv-select " + a.select) +
+                " needs --kv-budget N (average tokens kept per layer)");
   std::string profile = a.profile;
-  if (profile.empty() && a.method == "compresskv") {
+  if (profile.empty() && profile_needed(a.method, a.select, a.alloc)) {
     profile = shipped_profile_for(m);
     if (!profile.empty())
       std::fprintf(stderr, "using the shipped profile %s (it matches the model's shape and fingerprint)\n",
@@ -95,6 +108,11 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
     o.profile = &prof;
   }
   return o;
+}
+
+bool profile_needed(const std::string& method, const std::string& select, const std::string& alloc) {
+  return method == "compresskv" || method == "adacompresskv" || select == "srh" ||
+         alloc.find("error-aware") != std::string::npos;
 }
 
 std::string shipped_profile_for(const Model& m) {

@@ -28,6 +28,7 @@ std::unique_ptr<Tokenizer> tokenizer_for(const Model& m);
 // row type and the decode matmul mode.
 struct SessionArgs {
   std::string method = "full";
+  std::string select, alloc;  // --kv-select / --kv-alloc: a (selection, allocation) pair
   int budget = 0;
   int window = 8, kernel = 5, srh = 4, sinks = 4, beta = 20;
   std::string pool = "avg";
@@ -43,6 +44,8 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
 // Path of a shipped profile (profiles/) matching the model's shape and
 // fingerprint, "" when none.
 std::string shipped_profile_for(const Model& m);
+// Whether these settings read a profile (SRH selection or error-aware budgets).
+bool profile_needed(const std::string& method, const std::string& select, const std::string& alloc);
 // --kv-dump-kept: {"prompt_tokens": T, "layers": [[[...], ...], ...]}.
 void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens);
 

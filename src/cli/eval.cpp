@@ -32,7 +32,7 @@ struct Common {
 void add_common(CLI::App* c, Common& a, const std::string& default_out) {
   a.out = default_out;
   add_model_args(c, a.model);
-  c->add_option("--methods", a.methods, "methods, comma-separated (FullKV always runs as the reference)")
+  c->add_option("--methods", a.methods, "methods, comma-separated: presets or SELECTION+ALLOCATION pairs, e.g. srh+uniform (FullKV always runs as the reference)")
       ->delimiter(',');
   c->add_option("--budgets", a.budgets, "average budgets, comma-separated (default 64,128,256,512)")->delimiter(',');
   c->add_option("--kv-window", a.kv.window, "observation window (default 8)");
@@ -63,8 +63,12 @@ void setup(const Common& a, Setup& s) {
   s.m = load(a.model);
   s.tok = tokenizer_for(*s.m);
   SessionArgs kv = a.kv;
-  const bool ckv = std::find(a.methods.begin(), a.methods.end(), "compresskv") != a.methods.end();
-  kv.method = ckv ? "compresskv" : "full";  // loads (or finds) the profile when compresskv runs
+  bool needs_profile = false;
+  for (const auto& m : a.methods) {
+    auto [sel, alloc] = eval::split_pair(m);
+    needs_profile = needs_profile || profile_needed(m, sel, alloc);
+  }
+  kv.method = needs_profile ? "compresskv" : "full";  // loads (or finds) the profile when one is read
   kv.budget = a.budgets.empty() ? 0 : a.budgets[0];
   s.base = session_options(kv, *s.m, s.prof);
   s.base.method = "full";

@@ -31,7 +31,6 @@ CLI::App* add_perplexity(CLI::App& app, std::function<int()>& action) {
       if (ids.size() < 2) throw Error(a->file + ": fewer than 2 tokens, nothing to score");
       SessionOptions so;
       so.n_ctx = a->ctx;
-      so.gen_reserve = 0;
       Session s(*m, so);
       if (static_cast<int64_t>(ids.size()) > s.n_ctx())
         throw Error(a->file + ": " + std::to_string(ids.size()) + " tokens, more than the context size " +

@@ -89,7 +89,6 @@ int run(const RunArgs& a) {
                 std::to_string(n_ctx) + " (-c)");
   int64_t room = n_ctx - static_cast<int64_t>(ids.size());
   int64_t n_gen = a.n_predict < 0 ? room : std::min<int64_t>(a.n_predict, room);
-  so.gen_reserve = static_cast<int>(std::min<int64_t>(n_gen, 4096));
   const bool tty = isatty(STDERR_FILENO);
   if (tty && ids.size() > 512)
     so.on_progress = [](int l, int L) { std::fprintf(stderr, "\rreading prompt: layer %d/%d", l + 1, L), std::fflush(stderr); };
@@ -131,9 +130,9 @@ int run(const RunArgs& a) {
   double pp_s = std::chrono::duration<double>(t1 - t0).count(), tg_s = std::chrono::duration<double>(t2 - t1).count();
   std::fprintf(stderr, "prompt tokens: %zu, prompt tokens/s: %.2f, generated tokens: %lld, generated tokens/s: %.2f\n",
                ids.size(), ids.size() / pp_s, static_cast<long long>(generated), generated / tg_s);
-  // Against a full cache with the same room for generated tokens.
-  size_t held = s.kv().bytes(), full = s.kv().full_bytes(static_cast<int64_t>(ids.size()) + so.gen_reserve);
-  std::fprintf(stderr, "kv cache (%s): %s held, full cache %s (%.1f%%)\n", a.kv.method.c_str(),
+  // Against what a full cache of the same positions holds (one definition: KvCache::full_bytes).
+  size_t held = s.kv().bytes(), full = s.kv().full_bytes(s.n_past());
+  std::fprintf(stderr, "kv cache (%s): %s held, full cache %s (%.1f%%)\n", s.press().name().c_str(),
                human_bytes(held).c_str(), human_bytes(full).c_str(), full ? 100.0 * held / full : 0.0);
   return 0;
 }

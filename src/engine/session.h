@@ -1,32 +1,34 @@
-// One sequence on one model: the forward pass (layer-major, shared by prefill
-// and decode), its KV store and its compression policy.
+// One sequence on its own context: the simple API for a single prompt and
+// its continuation (run, perplexity, the tests). Many sequences at once use
+// Context + Sequence + decode_step directly (engine/forward.h).
 #pragma once
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "engine/kv_store.h"
-#include "kernels/cpu/matmul.h"
+#include "engine/context.h"
+#include "engine/sequence.h"
 #include "model/model.h"
-#include "press/press.h"
 
 namespace ckv {
 
 struct SessionOptions {
-  std::string method = "full";  // press name (press/press.h registry)
+  std::string method = "full";  // press preset (press/press.h registry)
+  std::string select, alloc;    // or a (selection, allocation) pair
   PressParams press;
   const Profile* profile = nullptr;
-  int n_ctx = 0;          // maximum positions; 0 = the model's context
-  int gen_reserve = 256;  // room per head kept for generated tokens
-  int chunk = 256;        // rows per matrix product during prefill
-  cpu::MatmulMode matmul = cpu::MatmulMode::Exact;
+  int n_ctx = 0;    // maximum positions; 0 = the model's context
+  int chunk = 256;  // rows per matrix product while reading a prompt
   KvType kv_type = KvType::F32;  // cache rows: f32 (exact) or f16
-  // Observer called for each layer of a compressing prefill, after attention
-  // and before compression (tests, calibration).
+  bool q8_matmul = false;        // CPU: 8-bit activations for decode products (--matmul q8)
+  int keep_queries = 0;          // prompt queries kept per layer (compress_copy)
   std::function<void(const LayerView&)> on_layer;
-  // Called after each layer of a prefill (progress display).
   std::function<void(int layer, int n_layers)> on_progress;
+  AttentionProbe* probe = nullptr;
+  std::function<void(int layer, const float* q, const float* attn)> on_decode_layer;
+  // Runs on this backend instead of a new CPU one (e.g. CUDA).
+  std::function<std::unique_ptr<Backend>()> make_backend;
 };
 
 class Session {
@@ -38,32 +40,40 @@ class Session {
   // the prompt: each layer is compressed by the press right after its
   // attention (DESIGN.md 2.1, 4). logits_last (vocab floats) gets the last
   // position's logits when non-null; `each` (when set) gets every position's.
+  // Reads of up to 8 tokens after the prompt run as a decode step.
   void prefill(const std::vector<int>& tokens, float* logits_last,
                const std::function<void(int64_t pos, const float* logits)>& each = {});
   // One generated token; logits (vocab floats) of the next position.
   void decode(int token, float* logits);
 
-  int64_t n_past() const { return n_past_; }  // logical position of the next token
-  int n_ctx() const { return n_ctx_; }
-  const KVStore& kv() const { return kv_; }
-  const Press& press() const { return *press_; }
+  // A session holding this one's prompt cache compressed by opt's press, as
+  // if its own prefill had compressed it (Sequence::compress_copy). This
+  // session must have read one prompt with method "full" and keep_queries >=
+  // opt's window. The new session shares this one's context.
+  std::unique_ptr<Session> compress_copy(const SessionOptions& opt) const;
+
+  int64_t n_past() const { return seq_->n_past(); }  // logical position of the next token
+  int n_ctx() const { return ctx_->n_ctx(); }
+  const KvCache& kv() const { return seq_->kv(); }
+  const Press& press() const { return seq_->press(); }
   // Kept prompt positions per layer from the compressing prefill ([L][G][n]).
-  const std::vector<KeptPositions>& kept() const { return kept_; }
-  // Engine's own accounting: KV bytes plus prefill scratch, at its peak.
-  size_t peak_bytes() const { return peak_bytes_; }
+  const std::vector<KeptPositions>& kept() const { return seq_->kept(); }
+  // Engine's own accounting at its peak: the sequence's KV pages and
+  // transients, the context's workspace and the backend's scratch.
+  size_t peak_bytes() const { return ctx_->fixed_bytes() + seq_->peak_bytes(); }
   const Model& model() const { return m_; }
+  Context& context() const { return *ctx_; }
+  Sequence& sequence() const { return *seq_; }
 
  private:
-  void forward(const int* tokens, int64_t n, float* logits_last,
-               const std::function<void(int64_t, const float*)>& each);
+  Session(const Model& m, std::shared_ptr<Context> ctx, const SessionOptions& opt, std::unique_ptr<Sequence> seq);
   const Model& m_;
-  SessionOptions opt_;
-  int n_ctx_;
-  std::unique_ptr<Press> press_;
-  KVStore kv_;
-  int64_t n_past_ = 0;
-  std::vector<KeptPositions> kept_;
-  size_t peak_bytes_ = 0;
+  std::shared_ptr<Context> ctx_;
+  std::unique_ptr<Sequence> seq_;
 };
+
+// The context and sequence options of a session's settings.
+ContextOptions context_options(const SessionOptions& o);
+SequenceOptions sequence_options(const SessionOptions& o);
 
 }  // namespace ckv

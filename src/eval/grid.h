@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/session.h"
@@ -14,7 +15,9 @@
 
 namespace ckv::eval {
 
-// One cell; FullKV is {"full", 0} (no budget).
+// One cell; FullKV is {"full", 0} (no budget). method is a preset name
+// (press_names()) or "SELECTION+ALLOCATION" (e.g. "srh+uniform", the paper's
+// ablation steps).
 struct Cell {
   std::string method;
   int budget = 0;
@@ -26,7 +29,10 @@ struct Cell {
 // for an empty list, a repeated entry, an unknown method or a budget < 1.
 std::vector<Cell> grid_cells(const std::vector<std::string>& methods, const std::vector<int>& budgets);
 
-// base with the cell's method and budget.
+// "srh+uniform" -> {"srh", "uniform"}; a preset name -> {"", ""}.
+std::pair<std::string, std::string> split_pair(const std::string& method);
+
+// base with the cell's method (or selection and allocation) and budget.
 SessionOptions cell_options(const SessionOptions& base, const Cell& c);
 
 // Builds each cell's press once so that bad settings (budget <= window,
@@ -35,8 +41,9 @@ void check_cells(const Model& m, const std::vector<Cell>& cells, const SessionOp
 
 // A session holding `prompt` as `opt`'s press keeps it, derived from `full`
 // (which read exactly `prompt` with the full cache), and the logits of the
-// prompt's last position. Today a separate compressing prefill; the one
-// place to switch to Session::compress_copy.
+// prompt's last position (full's: compressing after the read changes no
+// prompt logit). Session::compress_copy: the cell's selection applied to the
+// one full prefill, exactly as if its own prefill had compressed it.
 std::unique_ptr<Session> cell_session(const Model& m, const Session& full, const std::vector<int>& prompt,
                                       const float* full_logits, const SessionOptions& opt, std::vector<float>& logits);
 

@@ -84,7 +84,6 @@ Results run_kld(const Model& m, const std::vector<int>& tokens, const std::strin
   const int V = m.config.vocab_size, N = opt.n_eval;
   const std::vector<int> prompt(tokens.begin(), tokens.begin() + opt.n_ctx);
   SessionOptions so = base;
-  so.gen_reserve = N;
 
   // FullKV's log-probabilities at every step ([N][V]) and their argmax.
   std::vector<float> ref(static_cast<size_t>(N) * V), logits(V);

@@ -50,7 +50,6 @@ Results run_niah(const Model& m, const Tokenizer& tok, const std::vector<NiahPro
   r.task = "niah";
   r.model = m.path;
   SessionOptions so = base;
-  so.gen_reserve = max_new;
   // rows[cell][probe], flattened cell-major at the end so the file reads by method.
   std::vector<std::vector<Row>> rows(cells.size());
   for (size_t pi = 0; pi < probes.size(); ++pi) {

@@ -16,7 +16,6 @@ Results run_ruler(const Model& m, const Tokenizer& tok, const std::vector<RulerS
     const RulerSample& smp = samples[si];
     const int n_new = max_new > 0 ? max_new : smp.max_new;
     SessionOptions so = base;
-    so.gen_reserve = n_new;
     for_each_cell(m, smp.tokens, cells, so, [&](size_t ci, Session& s, std::vector<float>& logits) {
       GenerateOptions go;
       go.max_new = n_new;

@@ -138,7 +138,6 @@ std::vector<int> adakv_head_budgets(const std::vector<std::vector<float>>& score
   if (C <= 0) return std::vector<int>(G, window);
 
   // 1. shares from the G*C best pairs.
-  const long long K = static_cast<long long>(G) * C;
   std::vector<std::pair<int, int>> pairs;  // (head, pos)
   pairs.reserve(static_cast<size_t>(G) * n);
   for (int g = 0; g < G; ++g)
@@ -148,10 +147,19 @@ std::vector<int> adakv_head_budgets(const std::vector<std::vector<float>>& score
     if (sa != sb) return sa > sb;
     return a < b;
   };
+  const long long K = static_cast<long long>(G) * C;
   std::nth_element(pairs.begin(), pairs.begin() + (K - 1), pairs.end(), better);
-  std::vector<long long> share(G, 0);
+  std::vector<int64_t> share(G, 0);
   for (long long i = 0; i < K; ++i) ++share[pairs[i].first];
+  return adakv_budgets_from_shares(share, n, B, window, alpha);
+}
 
+std::vector<int> adakv_budgets_from_shares(const std::vector<int64_t>& share, int n, int B, int window, float alpha) {
+  const int G = static_cast<int>(share.size());
+  const int C = B - window;
+  if (C >= n) return std::vector<int>(G, n + window);
+  if (C <= 0) return std::vector<int>(G, window);
+  const long long K = static_cast<long long>(G) * C;
   // 2.-3. smoothed, rounded, fixed to sum G*C.
   std::vector<double> exact(G);
   std::vector<long long> c(G);

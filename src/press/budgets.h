@@ -1,5 +1,6 @@
 // Budget allocators, apart from the scorers (DESIGN.md 2.3 and 3).
 #pragma once
+#include <cstdint>
 #include <vector>
 
 namespace ckv {
@@ -16,5 +17,8 @@ std::vector<int> pyramid_budgets(int B, int T, int n_layers, int window, int bet
 // n = T - w selectable positions; layer budget B (per head, window included).
 // Returns per-head budgets (window included) summing to G*B.
 std::vector<int> adakv_head_budgets(const std::vector<std::vector<float>>& scores, int B, int window, float alpha);
+// The same from the shares alone: share[g] = how many of the G*(B-w) best
+// pairs are head g's, over n selectable positions per head.
+std::vector<int> adakv_budgets_from_shares(const std::vector<int64_t>& share, int n, int B, int window, float alpha);
 
 }  // namespace ckv

@@ -1,7 +1,10 @@
 // KV-cache compression methods ("presses"). A press looks at one layer right
 // after its attention over the whole prompt and returns, per KV head, the
-// prompt positions to keep. Budgets come from an allocator (press/budgets.h);
-// the engine does the gather. One file per method, one registry line each.
+// prompt positions to keep. A press is a token selection and a budget
+// allocation (DESIGN.md 3, "Methods compose"), each one small file, joined by
+// name in registry.cpp; the named methods are presets of such pairs. Scores
+// come from the backend (Backend::window_scores / top_k), so a press never
+// reads K itself and on a GPU nothing of a layer's keys goes to the host.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -11,6 +14,7 @@
 namespace ckv {
 
 struct Profile;
+class Backend;
 
 enum class Pool { Avg, Max };
 
@@ -20,20 +24,24 @@ struct PressParams {
   int window = 8;
   int kernel = 5;
   Pool pool = Pool::Avg;
-  int n_srh = 4;     // compresskv: semantic retrieval heads used per layer
-  int n_sinks = 4;   // streamingllm
-  float alpha = 0.2f;  // adakv
-  int beta = 20;       // pyramidkv
+  int n_srh = 4;       // srh selection: semantic retrieval heads used per layer
+  int n_sinks = 4;     // sinks selection (streamingllm)
+  float alpha = 0.2f;  // ada allocation
+  int beta = 20;       // pyramid allocation
 };
 
-// What a press sees of one layer (all pointers valid during select()).
+// What a press sees of one layer (all pointers valid during select(); device
+// pointers are in the backend's memory).
 struct LayerView {
   int layer = 0;
   int n_layers = 0;
   int T = 0;  // prompt length
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
-  const float* q;  // [T][n_heads][head_dim], post-RoPE queries of the whole prompt
-  const float* k;  // [T][n_kv_heads][head_dim], post-RoPE keys of the whole prompt
+  const float* q = nullptr;  // [q_rows][n_heads][head_dim]: post-RoPE queries of positions T-q_rows .. T-1
+  int q_rows = 0;            // at least the window
+  const float* k = nullptr;  // [T][n_kv_heads][head_dim], post-RoPE keys of the whole prompt
+  Backend* backend = nullptr;
+  float* scratch = nullptr;  // device floats, at least (n_heads + 1) * T
 };
 
 // Kept prompt positions: [n_kv_heads][n_kept], each ascending.
@@ -45,10 +53,11 @@ class Press {
   virtual std::string name() const = 0;
   // Called once per prompt before the first layer.
   virtual void begin(int n_layers, int T) {}
-  // Positions each KV head of this layer keeps. Must be ascending, unique,
-  // within [0, T). A press that keeps everything returns all of [0, T).
+  // Positions each KV head of this layer keeps. Ascending, unique, within
+  // [0, T). A press that keeps everything returns all of [0, T).
   virtual KeptPositions select(const LayerView& lv) = 0;
-  // Budget of a layer for this prompt (tokens per KV head; T or more = all).
+  // Budget of a layer for this prompt (tokens per KV head on average; T or
+  // more = all).
   virtual int layer_budget(int layer) const = 0;
 };
 
@@ -57,11 +66,22 @@ struct PressShape {
   int n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
 };
 
-// Registry: "full", "streamingllm", "snapkv", "pyramidkv", "adakv", "compresskv".
-// Throws ckv::Error naming the parameter for bad settings (unknown method,
-// budget <= window, compresskv without a profile, ...). profile may be null.
+// Registry. `method` is a preset ("full", "streamingllm", "snapkv",
+// "pyramidkv", "adakv", "compresskv", "adacompresskv") or, with `select` and
+// `alloc` set, any pair (make_press_pair). Throws ckv::Error naming the
+// parameter for bad settings (unknown method, budget <= window, srh without
+// a profile, ...). profile may be null.
 std::unique_ptr<Press> make_press(const std::string& method, const PressParams& p, const PressShape& shape,
                                   const Profile* profile);
+// A selection ("window", "srh", "sinks") and an allocation ("uniform",
+// "pyramid", "error-aware", "ada", "ada-error-aware") by name (--kv-select,
+// --kv-alloc).
+std::unique_ptr<Press> make_press_pair(const std::string& select, const std::string& alloc, const PressParams& p,
+                                       const PressShape& shape, const Profile* profile);
 std::vector<std::string> press_names();
+std::vector<std::string> selection_names();
+std::vector<std::string> allocation_names();
+// The (selection, allocation) pair of a preset; throws for unknown names and "full".
+std::pair<std::string, std::string> preset_pair(const std::string& method);
 
 }  // namespace ckv

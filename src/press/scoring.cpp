@@ -1,134 +1,81 @@
-// Observation-window scoring, pooling and top-k shared by every press.
-// CompressKV (arXiv 2508.02401) and SnapKV (arXiv 2404.14469) score the prompt
-// with the attention of its last `window` queries; DESIGN.md 2.1 steps 3-8.
+// Observation-window scores through the backend, the top-k + window
+// selection and the settings checks shared by every press. CompressKV (arXiv
+// 2508.02401) and SnapKV (arXiv 2404.14469) score the prompt with the
+// attention of its last `window` queries; DESIGN.md 2.1 steps 3-8.
 #include "press/scoring.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <numeric>
 #include <string>
 
+#include "kernels/backend.h"
+#include "kernels/cpu/window_score.h"
 #include "util/error.h"
 
 namespace ckv::press {
 
 namespace {
 
-// q . k over head_dim, four partial sums (keeps the FP pipes busy; the order
-// differs from a BLAS dot only in the last bits).
-inline float dot(const float* a, const float* b, int n) {
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += a[i] * b[i];
-    s1 += a[i + 1] * b[i + 1];
-    s2 += a[i + 2] * b[i + 2];
-    s3 += a[i + 3] * b[i + 3];
-  }
-  for (; i < n; ++i) s0 += a[i] * b[i];
-  return (s0 + s1) + (s2 + s3);
+// The window's queries: the last `w` of the view's rows.
+const float* window_queries(const LayerView& lv, int w) {
+  if (lv.q_rows < w)
+    throw Error("press: the layer view holds " + std::to_string(lv.q_rows) + " query rows, the window needs " +
+                std::to_string(w));
+  return lv.q + static_cast<size_t>(lv.q_rows - w) * lv.n_heads * lv.head_dim;
+}
+
+void scores_into(const LayerView& lv, const PressParams& p, std::span<const std::vector<int>> groups, float* out) {
+  lv.backend->window_scores(window_queries(lv, p.window), lv.k, lv.T, p.window, lv.n_heads, lv.n_kv_heads,
+                            lv.head_dim, groups, p.kernel, p.pool, out);
+}
+
+std::vector<std::vector<int>> kv_groups(int H, int G) {
+  const int r = H / G;
+  std::vector<std::vector<int>> groups(G, std::vector<int>(r));
+  for (int g = 0; g < G; ++g) std::iota(groups[g].begin(), groups[g].end(), r * g);  // r*g .. r*g+r-1
+  return groups;
 }
 
 }  // namespace
 
-void window_attention_mass(const LayerView& lv, int h, int window, float* out) {
-  const int T = lv.T, w = window, hd = lv.head_dim;
-  const int r = lv.n_heads / lv.n_kv_heads;
-  const int kvh = h / r;  // query head h reads KV head h / r (reference HF code)
-  const int n = T - w;    // selectable positions
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-
-  // logits[i][j] for window row i (position T-w+i) and key j <= T-w+i: [w][T].
-  // One pass over the keys serves all w rows.
-  std::vector<float> logits(static_cast<size_t>(w) * T);
-  for (int j = 0; j < T; ++j) {
-    const float* kj = lv.k + (static_cast<size_t>(j) * lv.n_kv_heads + kvh) * hd;
-    for (int i = std::max(0, j - n); i < w; ++i) {  // causal: j <= n + i
-      const float* qi = lv.q + (static_cast<size_t>(n + i) * lv.n_heads + h) * hd;
-      logits[static_cast<size_t>(i) * T + j] = dot(qi, kj, hd) * scale;
-    }
+const float* LayerScores::kv_heads() {
+  if (!kv_) {
+    scores_into(lv_, p_, kv_groups(lv_.n_heads, lv_.n_kv_heads), lv_.scratch);
+    kv_ = lv_.scratch;
   }
-  std::fill(out, out + n, 0.0f);
-  for (int i = 0; i < w; ++i) {
-    float* row = logits.data() + static_cast<size_t>(i) * T;
-    const int len = n + i + 1;  // visible keys 0 .. T-w+i
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int j = 0; j < len; ++j) mx = std::max(mx, row[j]);
-    float sum = 0;
-    for (int j = 0; j < len; ++j) {
-      row[j] = std::exp(row[j] - mx);
-      sum += row[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int j = 0; j < n; ++j) out[j] += row[j] * inv;
-  }
+  return kv_;
 }
 
-void pool1d(const float* in, float* out, int n, int kernel, Pool pool) {
-  const int half = kernel / 2;
-  for (int j = 0; j < n; ++j) {
-    const int lo = std::max(0, j - half), hi = std::min(n - 1, j + half);
-    if (pool == Pool::Avg) {
-      float s = 0;
-      for (int t = lo; t <= hi; ++t) s += in[t];
-      out[j] = s / static_cast<float>(kernel);  // zero padding, divisor always k
-    } else {
-      float m = in[lo];
-      for (int t = lo + 1; t <= hi; ++t) m = std::max(m, in[t]);
-      out[j] = m;
-    }
+const float* LayerScores::heads(const std::vector<int>& heads) {
+  if (!heads_) {
+    float* out = lv_.scratch + static_cast<size_t>(lv_.n_kv_heads) * n();  // after kv_heads()'s rows
+    const std::vector<int> groups[] = {heads};
+    scores_into(lv_, p_, groups, out);
+    heads_ = out;
   }
+  return heads_;
 }
 
-std::vector<std::vector<float>> head_scores(const LayerView& lv, const std::vector<int>& heads, int window,
-                                            int kernel, Pool pool) {
+std::vector<int> Allocation::head_budgets(LayerScores& s, int B) { return std::vector<int>(s.view().n_kv_heads, B); }
+
+KeptPositions top_plus_window(const LayerView& lv, const float* score, int rows, std::span<const int> budgets,
+                              int window) {
   const int n = lv.T - window;
-  std::vector<std::vector<float>> res(heads.size(), std::vector<float>(n));
-  std::vector<float> mass(n);
-  for (size_t a = 0; a < heads.size(); ++a) {
-    window_attention_mass(lv, heads[a], window, mass.data());
-    pool1d(mass.data(), res[a].data(), n, kernel, pool);
-  }
-  return res;
+  std::vector<int> k(rows);
+  for (int r = 0; r < rows; ++r) k[r] = std::clamp(budgets[r] - window, 0, n);
+  KeptPositions kept = lv.backend->top_k(score, rows, n, k);
+  for (auto& v : kept)
+    for (int j = n; j < lv.T; ++j) v.push_back(j);
+  return kept;
 }
 
-std::vector<float> mean_window_score(const LayerView& lv, const std::vector<int>& heads, int window, int kernel,
-                                     Pool pool) {
-  const int n = lv.T - window;
-  std::vector<float> score(n, 0.0f);
-  std::vector<float> mass(n), pooled(n);
-  for (int h : heads) {
-    window_attention_mass(lv, h, window, mass.data());
-    pool1d(mass.data(), pooled.data(), n, kernel, pool);
-    for (int j = 0; j < n; ++j) score[j] += pooled[j];
-  }
-  const float inv = 1.0f / static_cast<float>(heads.size());
-  for (float& s : score) s *= inv;
-  return score;
+std::vector<int32_t> all_positions(int T) {
+  std::vector<int32_t> v(std::max(T, 0));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
 }
 
-std::vector<std::vector<float>> kv_head_scores(const LayerView& lv, int window, int kernel, Pool pool) {
-  const int r = lv.n_heads / lv.n_kv_heads;
-  std::vector<std::vector<float>> res(lv.n_kv_heads);
-  for (int g = 0; g < lv.n_kv_heads; ++g) {
-    std::vector<int> group(r);
-    std::iota(group.begin(), group.end(), r * g);  // query heads r*g .. r*g+r-1
-    res[g] = mean_window_score(lv, group, window, kernel, pool);
-  }
-  return res;
-}
-
-std::vector<int32_t> top_k_positions(const float* score, int n, int k) {
-  k = std::clamp(k, 0, n);
-  std::vector<int32_t> idx(n);
-  std::iota(idx.begin(), idx.end(), 0);
-  auto better = [score](int32_t a, int32_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); };
-  if (k < n) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), better);
-  idx.resize(k);
-  std::sort(idx.begin(), idx.end());
-  return idx;
-}
+std::vector<int32_t> top_k_positions(const float* score, int n, int k) { return cpu::top_k_positions(score, n, k); }
 
 std::vector<int32_t> top_plus_window(const float* score, int T, int window, int budget) {
   if (T <= budget || T <= window) return all_positions(T);
@@ -138,10 +85,28 @@ std::vector<int32_t> top_plus_window(const float* score, int T, int window, int 
   return kept;
 }
 
-std::vector<int32_t> all_positions(int T) {
-  std::vector<int32_t> v(std::max(T, 0));
-  std::iota(v.begin(), v.end(), 0);
-  return v;
+void pool1d(const float* in, float* out, int n, int kernel, Pool pool) { cpu::pool1d(in, out, n, kernel, pool); }
+
+std::vector<float> mean_window_score(const LayerView& lv, const std::vector<int>& heads, int window, int kernel,
+                                     Pool pool) {
+  PressParams p;
+  p.window = window, p.kernel = kernel, p.pool = pool;
+  const std::vector<int> groups[] = {heads};
+  std::vector<float> host(lv.T - window);
+  scores_into(lv, p, groups, lv.scratch);
+  lv.backend->download(host.data(), lv.scratch, host.size() * sizeof(float));
+  return host;
+}
+
+std::vector<std::vector<float>> kv_head_scores(const LayerView& lv, int window, int kernel, Pool pool) {
+  PressParams p;
+  p.window = window, p.kernel = kernel, p.pool = pool;
+  LayerScores s(lv, p);
+  const float* dev = s.kv_heads();
+  std::vector<std::vector<float>> res(lv.n_kv_heads, std::vector<float>(s.n()));
+  for (int g = 0; g < lv.n_kv_heads; ++g)
+    lv.backend->download(res[g].data(), dev + static_cast<size_t>(g) * s.n(), s.n() * sizeof(float));
+  return res;
 }
 
 void check_budget_window(const PressParams& p) {

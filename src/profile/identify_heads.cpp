@@ -2,7 +2,6 @@
 
 #include <memory>
 #include <sstream>
-#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -13,36 +12,6 @@
 #include "util/error.h"
 
 namespace ckv {
-
-namespace {
-
-// The engine's decode attention probe (SessionOptions::probe, an
-// AttentionProbe {lo, hi, on_layer}) is being added on main; this build
-// attaches it when SessionOptions has it and refuses clearly otherwise.
-template <class Opt>
-constexpr bool kHasProbe = requires(Opt o) { o.probe; };
-
-template <class Opt>
-std::shared_ptr<void> attach_probe(Opt& so, int lo, int hi,
-                                   std::function<void(int, const float*, const int32_t*)> fn) {
-  if constexpr (kHasProbe<Opt>) {
-    using P = std::remove_pointer_t<decltype(so.probe)>;
-    auto p = std::make_shared<P>();
-    p->lo = lo;
-    p->hi = hi;
-    p->on_layer = std::move(fn);
-    so.probe = p.get();
-    return p;
-  } else {
-    throw Error(
-        "identify-heads needs the engine's decode attention probe (SessionOptions::probe), which this build "
-        "lacks");
-  }
-}
-
-}  // namespace
-
-bool engine_has_attention_probe() { return kHasProbe<SessionOptions>; }
 
 ProbeRecord run_identify_probe(const Model& m, const Tokenizer& tok, const eval::NiahProbe& p,
                                const eval::Needle& n, const IdentifyOptions& opt, HeadScores& scores) {
@@ -57,10 +26,11 @@ ProbeRecord run_identify_probe(const Model& m, const Tokenizer& tok, const eval:
   ProbeHeadSums sums(c.n_layers, c.n_heads, p.tokens, a, std::min<int>(b, static_cast<int>(p.tokens.size())));
 
   SessionOptions so;
-  so.gen_reserve = opt.max_new + 1;
-  auto keep = attach_probe(so, a, b, [&](int l, const float* mass, const int32_t* argmax) {
-    sums.layer(l, mass, argmax);
-  });
+  AttentionProbe probe;  // the engine's own decode attention, summed over [a, b)
+  probe.lo = a;
+  probe.hi = b;
+  probe.on_layer = [&](int l, const float* mass, const int32_t* argmax) { sums.layer(l, mass, argmax); };
+  so.probe = &probe;
   Session s(m, so);
   // The last prompt token is read as a decode step so that the first
   // generated token's attention comes from the probe (as the reference does).

@@ -41,9 +41,6 @@ struct IdentifyResult {
   std::vector<ProbeRecord> probes;
 };
 
-// Whether this build's engine has the decode attention probe identify-heads needs.
-bool engine_has_attention_probe();
-
 // Runs every probe (eval::niah_probes order) and ranks the heads. The
 // profile's provenance records the grid, needles and haystack; callers add
 // where the needles came from and the engine version. on_probe(i, record)

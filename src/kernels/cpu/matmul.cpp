@@ -22,6 +22,7 @@
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <span>
 #include <vector>
 
@@ -163,8 +164,27 @@ struct Block {
   float* y;
   int64_t r0, nr;
 };
-std::vector<Block> row_blocks(std::span<const MatmulOut> outs) {
-  std::vector<Block> b;
+// Sizes a thread's buffer inside a parallel region: an exception leaving an
+// OpenMP region ends the program, so a failed allocation is reported to the
+// caller after the region instead (the flag), and the thread skips its work.
+bool try_size(std::vector<float>& buf, size_t n, std::atomic<bool>& failed) noexcept {
+  try {
+    if (buf.size() < n) buf.resize(n);
+    return true;
+  } catch (...) {
+    failed = true;
+    return false;
+  }
+}
+
+void throw_if(const std::atomic<bool>& failed, const char* what) {
+  if (failed) throw Error(std::string("out of memory for the ") + what + " row buffers");
+}
+
+// The caller's thread keeps the list (no allocation once it has grown).
+const std::vector<Block>& row_blocks(std::span<const MatmulOut> outs) {
+  static thread_local std::vector<Block> b;
+  b.clear();
   for (const MatmulOut& o : outs)
     for (int64_t r0 = 0; r0 < o.W->rows(); r0 += kRowBlock)
       b.push_back({o.W, o.y, r0, std::min(o.W->rows(), r0 + kRowBlock) - r0});
@@ -194,13 +214,17 @@ void matmul_f(std::span<const MatmulOut> outs, const float* x, int64_t n) {
       }
     sx = sxbuf.data();
   }
-  const std::vector<Block> blocks = row_blocks(outs);
+  const std::vector<Block>& blocks = row_blocks(outs);
   const int64_t nblocks = static_cast<int64_t>(blocks.size());
+  const bool buffered = std::any_of(outs.begin(), outs.end(), [](const MatmulOut& o) { return o.W->type == DType::Q6_K; });
+  std::atomic<bool> failed{false};
 #pragma omp parallel
   {
     static thread_local std::vector<float> buf;
+    const bool ok = !buffered || try_size(buf, size_t(kRowBlock * cols), failed);
 #pragma omp for schedule(static)
     for (int64_t ib = 0; ib < nblocks; ++ib) {
+      if (!ok) continue;
       const Block& bk = blocks[size_t(ib)];
       const Tensor& W = *bk.W;
       const int64_t rows = W.rows(), r0 = bk.r0, nr = bk.nr;
@@ -218,7 +242,6 @@ void matmul_f(std::span<const MatmulOut> outs, const float* x, int64_t n) {
         case DType::Q4_K: q_block<gemmf::Q4_KB>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
         case DType::Q5_K: q_block<gemmf::Q5_KB>(wrow, nr, x, sx, n, cols, y, rows, r0); break;
         default: {  // Q6_K: dequantise the row block, then f32 tiles
-          if (buf.size() < size_t(kRowBlock * cols)) buf.resize(size_t(kRowBlock * cols));
           float* b = buf.data();
           for (int64_t i = 0; i < nr; ++i) to_f32(W.type, W.row(r0 + i), b + i * cols, cols);
           auto brow = [&](int64_t i) { return reinterpret_cast<const uint8_t*>(b + i * cols); };
@@ -227,6 +250,7 @@ void matmul_f(std::span<const MatmulOut> outs, const float* x, int64_t n) {
       }
     }
   }
+  throw_if(failed, "matmul");
 }
 
 // ---- MatmulMode::Q8: 8-bit activations, integer dot products -------------
@@ -270,7 +294,7 @@ void matmul_q8(std::span<const MatmulOut> outs, const float* x, int64_t n) {
   xa.resize(size_t(n * nb));
   for (int64_t t = 0; t < n; ++t) gemmq8::quantize_row(x + t * cols, cols, xa.data() + t * nb);
   const gemmq8::ActBlock* xp = xa.data();
-  const std::vector<Block> blocks = row_blocks(outs);
+  const std::vector<Block>& blocks = row_blocks(outs);
   const int64_t nblocks = static_cast<int64_t>(blocks.size());
 #pragma omp parallel for schedule(static)
   for (int64_t ib = 0; ib < nblocks; ++ib) {
@@ -294,12 +318,14 @@ void matmul_blas(const Tensor& W, const float* x, int64_t n, float* y) {
   const int64_t rows = W.rows(), cols = W.cols();
   constexpr int64_t kBlasRows = 128;
   const int64_t nblocks = (rows + kBlasRows - 1) / kBlasRows;
+  std::atomic<bool> failed{false};
 #pragma omp parallel
   {
     static thread_local std::vector<float> buf;
-    if (W.type != DType::F32 && buf.size() < size_t(kBlasRows * cols)) buf.resize(size_t(kBlasRows * cols));
+    const bool ok = W.type == DType::F32 || try_size(buf, size_t(kBlasRows * cols), failed);
 #pragma omp for schedule(static)
     for (int64_t ib = 0; ib < nblocks; ++ib) {
+      if (!ok) continue;
       const int64_t r0 = ib * kBlasRows, nr = std::min(rows, r0 + kBlasRows) - r0;
       const float* wb;
       if (W.type == DType::F32) {
@@ -311,6 +337,7 @@ void matmul_blas(const Tensor& W, const float* x, int64_t n, float* y) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, cols, 1.0f, x, cols, wb, cols, 0.0f, y + r0, rows);
     }
   }
+  throw_if(failed, "matmul (prefill)");
 }
 
 void check(const Tensor& W, const char* what) {
@@ -342,7 +369,8 @@ void matmul(std::span<const MatmulOut> outs, const float* x, int64_t n, MatmulMo
     return;
   }
   if (mode == MatmulMode::Q8) {
-    std::vector<MatmulOut> q8, rest;
+    static thread_local std::vector<MatmulOut> q8, rest;
+    q8.clear(), rest.clear();
     for (const MatmulOut& o : outs) (q8_type(o.W->type) ? q8 : rest).push_back(o);
     if (!q8.empty()) matmul_q8(q8, x, n);
     if (!rest.empty()) matmul_f(rest, x, n);

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <span>
 
+#include "kernels/backend.h"
 #include "model/tensor.h"
 
 namespace ckv::cpu {
@@ -24,10 +25,7 @@ void matmul(const Tensor& W, const float* x, int64_t n, float* y, MatmulMode mod
 
 // Several matrices with the same number of columns on one input x (Q, K and
 // V; gate and up): y_i = x W_i^T, each as above, in one parallel loop.
-struct MatmulOut {
-  const Tensor* W;
-  float* y;
-};
+using MatmulOut = ckv::MatmulOut;  // kernels/backend.h
 void matmul(std::span<const MatmulOut> outs, const float* x, int64_t n, MatmulMode mode = MatmulMode::Exact);
 
 // n values of a weight row (n a multiple of the type's block) to f32 with

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <vector>
 
 #include "kernels/cpu/simd_math.h"
 
@@ -54,22 +55,28 @@ Rope::Rope(const ModelConfig& c) : interleaved(c.rope.interleaved), head_dim(c.h
   if (r.scaling == "linear") pos_scale = 1.0f / r.factor;
 }
 
-void Rope::apply(float* x, const int32_t* pos, int64_t n, int n_heads) const {
-  int half = head_dim / 2;
+void Rope::apply(float* x, const int32_t* pos, int64_t n, int n_heads, float* table) const {
+  const int half = head_dim / 2;
+  std::vector<float> own;
+  if (!table) {
+    own.resize(static_cast<size_t>(n) * head_dim);
+    table = own.data();
+  }
 #pragma omp parallel for schedule(static) if (n > 16)
   for (int64_t t = 0; t < n; ++t) {
-    float p = static_cast<float>(pos[t]) * pos_scale;
-    float cs[512], sn[512];
+    const float p = static_cast<float>(pos[t]) * pos_scale;
+    float* cs = table + t * head_dim;
+    float* sn = cs + half;
     for (int i = 0; i < half; ++i) {
-      float a = p * inv_freq[i];
+      const float a = p * inv_freq[i];
       cs[i] = std::cos(a);
       sn[i] = std::sin(a);
     }
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + (t * n_heads + h) * head_dim;
       for (int i = 0; i < half; ++i) {
-        int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
-        float x0 = v[a], x1 = v[b];
+        const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+        const float x0 = v[a], x1 = v[b];
         v[a] = x0 * cs[i] - x1 * sn[i];
         v[b] = x0 * sn[i] + x1 * cs[i];
       }

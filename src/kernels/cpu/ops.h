@@ -22,23 +22,13 @@ struct Rope {
   bool interleaved = false;
   int head_dim = 0;
   explicit Rope(const ModelConfig& c);
-  // x: [n][n_heads][head_dim], rotated in place at positions pos[n].
-  void apply(float* x, const int32_t* pos, int64_t n, int n_heads) const;
+  // x: [n][n_heads][head_dim], rotated in place at positions pos[n]. The
+  // cos/sin tables of n positions go to `table` ([n][head_dim] floats) when
+  // given (no allocation), else to a temporary.
+  void apply(float* x, const int32_t* pos, int64_t n, int n_heads, float* table = nullptr) const;
 };
 
 // out[i] = silu(gate[i]) * up[i], n elements; out may alias gate.
 void swiglu(const float* gate, const float* up, float* out, int64_t n);
-
-// Causal attention of n new queries over a per-head prefix (the cache) plus
-// the new keys. q: [n][n_heads][hd]; k_new/v_new: [n][n_kv][hd];
-// cache_k[g]/cache_v[g]: [cache_len[g]][hd]; out: [n][n_heads][hd].
-// Query i sees the whole prefix and new keys 0..i.
-struct AttnPrefix {
-  std::vector<const void*> k, v;  // per KV head: [len][hd] f32, or f16 when f16 is set
-  std::vector<int> len;           // per KV head
-  bool f16 = false;
-};
-void attention(const float* q, const float* k_new, const float* v_new, int64_t n, const AttnPrefix& prefix,
-               int n_heads, int n_kv, int hd, float* out);
 
 }  // namespace ckv::cpu

@@ -1,0 +1,73 @@
+#include "engine/context.h"
+
+#include <algorithm>
+#include <string>
+
+#include "util/error.h"
+
+namespace ckv {
+
+namespace {
+constexpr int kMaxDecodeTokens = 8;  // new tokens per sequence in a decode step
+}
+
+Context::Context(const Model& m, std::unique_ptr<Backend> backend, const ContextOptions& opt)
+    : m_(m), b_(std::move(backend)), opt_(opt) {
+  const ModelConfig& c = m.config;
+  if (opt_.n_ctx <= 0) opt_.n_ctx = c.context;
+  if (opt_.max_seqs < 1) throw Error("context: max_seqs must be at least 1");
+  opt_.chunk = std::max(1, opt_.chunk);
+  opt_.max_window = std::max(1, opt_.max_window);
+  decode_rows_ = opt_.max_seqs * kMaxDecodeTokens;
+  const int64_t N = opt_.n_ctx;
+  b_->prepare(m, BackendLimits{std::max(decode_rows_, opt_.chunk), opt_.max_seqs, N});
+
+  const int P = b_->kv_page_rows();
+  int64_t pages = opt_.kv_pages;
+  // 0: max_seqs full caches; -k: k times that.
+  if (pages <= 0) pages = std::max<int64_t>(1, -pages) * opt_.max_seqs * c.n_layers * c.n_kv_heads * ((N + P - 1) / P);
+  pool_ = std::make_unique<KvPool>(*b_, c.head_dim, opt_.kv_type, P, pages);
+
+  const int64_t dim = c.dim, qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
+  const int64_t R = decode_rows_, rows = std::max<int64_t>(R, opt_.chunk), ff = c.hidden_dim;
+  ws_.rows = static_cast<int>(rows);
+  ws_.logit_rows = std::max(16, opt_.max_seqs);
+  auto take = [&](int64_t floats, const char* what) {
+    void* p = b_->alloc(sizeof(float) * std::max<int64_t>(floats, 1), std::string("the workspace's ") + what);
+    allocs_.push_back(p);
+    ws_.bytes += sizeof(float) * floats;
+    return static_cast<float*>(p);
+  };
+  try {
+    ws_.x = take(R * dim, "residual stream");
+    ws_.xb = take(rows * dim, "normed rows");
+    ws_.q = take(rows * qd, "queries");
+    ws_.k = take(R * kvd, "new keys");
+    ws_.v = take(R * kvd, "new values");
+    ws_.att = take(rows * qd, "attention output");
+    ws_.gate = take(rows * ff, "FFN gate");
+    ws_.up = take(rows * ff, "FFN up");
+    ws_.dense_k = take(N * kvd, "layer keys");
+    ws_.dense_v = take(N * kvd, "layer values");
+    ws_.qw = take(int64_t(opt_.max_window) * qd, "window queries");
+    ws_.score = take((int64_t(c.n_heads) + 1) * N, "press scores");
+    ws_.xn = take(int64_t(ws_.logit_rows) * dim, "output norm");
+    ws_.logits = take(int64_t(ws_.logit_rows) * c.vocab_size, "logits");
+  } catch (...) {
+    for (void* p : allocs_) b_->free(p);
+    throw;
+  }
+  ws_.tokens.reserve(R), ws_.pos.reserve(R);
+  ws_.items.reserve(opt_.max_seqs), ws_.appends.reserve(opt_.max_seqs);
+  ws_.probe_mass.resize(c.n_heads), ws_.probe_arg.resize(c.n_heads);
+  ws_.host_q.resize(qd), ws_.host_att.resize(qd);
+  ws_.host_logits.resize(int64_t(ws_.logit_rows) * c.vocab_size);
+}
+
+Context::~Context() {
+  for (void* p : allocs_) b_->free(p);
+}
+
+size_t Context::fixed_bytes() const { return ws_.bytes + b_->scratch_bytes() + b_->weight_bytes(); }
+
+}  // namespace ckv

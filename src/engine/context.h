@@ -1,0 +1,85 @@
+// A context: the model, the backend it runs on, the KV page pool and a
+// workspace allocated once (DESIGN.md 4). Sequences (engine/sequence.h) hold
+// their own pages, press state and position; the forward pass
+// (engine/forward.h) runs batches of them on one context.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/kv_pages.h"
+#include "kernels/backend.h"
+#include "model/model.h"
+
+namespace ckv {
+
+struct ContextOptions {
+  int n_ctx = 0;        // positions per sequence; 0 = the model's context
+  int max_seqs = 1;     // sequences one decode step may serve
+  int chunk = 256;      // rows per matrix product while reading a prompt
+  int max_window = 64;  // query rows a press may score with (--kv-window at most this)
+  KvType kv_type = KvType::F32;
+  // KV pool size in pages; 0 = room for max_seqs full caches of n_ctx
+  // positions; -k = k times that.
+  int64_t kv_pages = 0;
+};
+
+// Device buffers of the forward pass, allocated once per context. Rows: a
+// decode step's tokens (R) or a prompt chunk (C); the layer's dense K/V hold
+// a whole read.
+struct Workspace {
+  int rows = 0;           // max(R, C)
+  int logit_rows = 0;     // rows of logits computed at once
+  float* x = nullptr;     // [R][dim] the decode batch's residual stream
+  float* xb = nullptr;    // [rows][dim]
+  float* q = nullptr;     // [rows][n_heads * hd]
+  float* k = nullptr;     // [R][n_kv * hd] a decode step's new keys
+  float* v = nullptr;     // [R][n_kv * hd]
+  float* att = nullptr;   // [rows][n_heads * hd]
+  float* gate = nullptr;  // [rows][hidden]
+  float* up = nullptr;    // [rows][hidden]
+  float* dense_k = nullptr;  // [n_ctx][n_kv * hd] one layer's keys of a read
+  float* dense_v = nullptr;  // [n_ctx][n_kv * hd]
+  float* qw = nullptr;       // [max_window][n_heads * hd] the window's queries
+  float* score = nullptr;    // [(n_heads + 1) * n_ctx] press scores
+  float* xn = nullptr;       // [logit_rows][dim]
+  float* logits = nullptr;   // [logit_rows][vocab]
+  size_t bytes = 0;
+  // Host lists of a decode step, reserved for the largest batch.
+  std::vector<int32_t> tokens, pos;
+  std::vector<DecodeItem> items;
+  std::vector<AppendItem> appends;
+  std::vector<float> probe_mass, host_q, host_att;  // [n_heads], [n_heads * hd] x2
+  std::vector<int32_t> probe_arg;                   // [n_heads]
+  std::vector<float> host_logits;                   // [logit_rows][vocab]
+};
+
+class Context {
+ public:
+  Context(const Model& m, std::unique_ptr<Backend> backend, const ContextOptions& opt = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  const Model& model() const { return m_; }
+  Backend& backend() const { return *b_; }
+  KvPool& pool() const { return *pool_; }
+  Workspace& ws() { return ws_; }
+  const ContextOptions& options() const { return opt_; }
+  int n_ctx() const { return opt_.n_ctx; }
+  int decode_rows() const { return decode_rows_; }  // R
+  // Bytes the context holds besides KV pages: workspace, backend scratch and
+  // the backend's own weight copies.
+  size_t fixed_bytes() const;
+
+ private:
+  const Model& m_;
+  std::unique_ptr<Backend> b_;
+  ContextOptions opt_;
+  int decode_rows_ = 0;
+  std::unique_ptr<KvPool> pool_;
+  Workspace ws_;
+  std::vector<void*> allocs_;
+};
+
+}  // namespace ckv

@@ -1,0 +1,233 @@
+// The forward pass of a decoder-only GQA transformer (Llama, Mistral, Qwen2,
+// Qwen3), once for every backend: it calls only the kernel interface
+// (kernels/backend.h). Two shapes of the same layer:
+//  - decode_step: a batch of sequences, a few new tokens each, token-major;
+//    the new K/V are appended to each sequence's pages and attention reads
+//    the pages.
+//  - read_layer: one sequence's prompt, layer-major (DESIGN.md 4): the
+//    prompt goes through a layer chunk by chunk -- Q/K/V, attention over
+//    the layer's dense K/V so far, output projection and FFN -- so only the
+//    residual stream and the layer's K/V are whole-prompt; then the press
+//    selects what the layer keeps and only that goes to the pages.
+#include "engine/forward.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "engine/sequence.h"
+#include "util/error.h"
+
+namespace ckv {
+
+namespace {
+
+// Attention input of n rows of the residual stream x: q ([n][H*hd]), k and v
+// ([n][G*hd]) at positions pos, post-RoPE.
+void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x, float* xb,
+         std::span<const int32_t> pos, float* q, float* k, float* v) {
+  const int64_t n = static_cast<int64_t>(pos.size());
+  b.rmsnorm(x, w.attn_norm, xb, n);
+  const MatmulOut outs[] = {{&w.wq, q}, {&w.wk, k}, {&w.wv, v}};
+  b.matmul(outs, xb, n);
+  if (c.qkv_bias) {
+    b.add_bias(q, w.bq, n);
+    b.add_bias(k, w.bk, n);
+    b.add_bias(v, w.bv, n);
+  }
+  if (c.qk_norm) {
+    b.rmsnorm(q, w.q_norm, q, n * c.n_heads);
+    b.rmsnorm(k, w.k_norm, k, n * c.n_kv_heads);
+  }
+  b.rope(q, pos, c.n_heads);
+  b.rope(k, pos, c.n_kv_heads);
+}
+
+// The rest of the layer for n rows: x += W_o att; x += FFN(x).
+void output_and_ffn(Backend& b, const LayerWeights& w, Workspace& ws, float* x, const float* att, int64_t n,
+                    int dim, int ff) {
+  const MatmulOut o[] = {{&w.wo, ws.xb}};
+  b.matmul(o, att, n);
+  b.add(x, ws.xb, n * dim);
+  b.rmsnorm(x, w.ffn_norm, ws.xb, n);
+  const MatmulOut gate_up[] = {{&w.w_gate, ws.gate}, {&w.w_up, ws.up}};
+  b.matmul(gate_up, ws.xb, n);
+  b.swiglu(ws.gate, ws.up, ws.gate, n * ff);
+  const MatmulOut down[] = {{&w.w_down, ws.xb}};
+  b.matmul(down, ws.gate, n);
+  b.add(x, ws.xb, n * dim);
+}
+
+// Logits of n rows of x (host out: [n][vocab]), logit_rows at a time.
+void logits_of(Backend& b, const Model& m, Workspace& ws, const float* x, int64_t n, float* out) {
+  const int dim = m.config.dim, V = m.config.vocab_size;
+  for (int64_t r0 = 0; r0 < n; r0 += ws.logit_rows) {
+    const int64_t nr = std::min<int64_t>(ws.logit_rows, n - r0);
+    b.rmsnorm(x + r0 * dim, m.output_norm, ws.xn, nr);
+    const MatmulOut o[] = {{&m.output, ws.logits}};
+    b.matmul(o, ws.xn, nr);
+    b.download(out + r0 * V, ws.logits, sizeof(float) * nr * V);
+  }
+}
+
+// The press's step: positions this layer keeps, from the window's queries
+// and the layer's keys, gathered into the pages.
+void select_and_store(Context& ctx, KvCache& kv, Press& press, int layer, int T, const DenseKV& dense,
+                      const float* qw, int q_rows, std::vector<KeptPositions>& kept,
+                      const std::function<void(const LayerView&)>& on_layer) {
+  const ModelConfig& c = ctx.model().config;
+  LayerView lv{layer, c.n_layers, T, c.n_heads, c.n_kv_heads, c.head_dim, qw, q_rows, dense.k, &ctx.backend(),
+               ctx.ws().score};
+  if (on_layer) on_layer(lv);
+  KeptPositions keep = press.select(lv);
+  for (int g = 0; g < c.n_kv_heads; ++g) kv.grow_head(layer, g, static_cast<int>(keep[g].size()));
+  ctx.backend().kv_gather(kv, layer, dense, keep);
+  kept[layer] = std::move(keep);
+}
+
+}  // namespace
+
+void decode_step(Context& ctx, std::span<DecodeStep> batch) {
+  const Model& m = ctx.model();
+  const ModelConfig& c = m.config;
+  Backend& b = ctx.backend();
+  Workspace& ws = ctx.ws();
+  const int dim = c.dim, V = c.vocab_size;
+  const int qd = c.n_heads * c.head_dim;
+
+  // The batch's rows: each sequence's new tokens at its positions (host
+  // lists of the workspace, reserved for the largest batch).
+  std::vector<int32_t>& tokens = ws.tokens;
+  std::vector<int32_t>& pos = ws.pos;
+  std::vector<DecodeItem>& items = ws.items;
+  std::vector<AppendItem>& appends = ws.appends;
+  tokens.clear(), pos.clear(), items.clear(), appends.clear();
+  for (const DecodeStep& st : batch) {
+    Sequence& s = *st.seq;
+    const int n = static_cast<int>(st.tokens.size());
+    if (n < 1 || n > 8) throw Error("decode: a step takes 1 to 8 tokens per sequence, got " + std::to_string(n));
+    if (s.reading()) throw Error("decode: the sequence is still reading its prompt");
+    if (s.n_past() + n > ctx.n_ctx())
+      throw Error("sequence of " + std::to_string(s.n_past() + n) + " tokens exceeds the context size " +
+                  std::to_string(ctx.n_ctx()) + " (-c)");
+    for (int t : st.tokens)
+      if (t < 0 || t >= V) throw Error("token id " + std::to_string(t) + " out of range [0, " + std::to_string(V) + ")");
+    const int row0 = static_cast<int>(tokens.size());
+    for (int i = 0; i < n; ++i) {
+      tokens.push_back(st.tokens[i]);
+      pos.push_back(static_cast<int32_t>(s.n_past() + i));
+    }
+    items.push_back({row0, n, &s.kv_});
+    appends.push_back({row0, n, &s.kv_});
+  }
+  const int64_t R = static_cast<int64_t>(tokens.size());
+  if (R > ctx.decode_rows() || static_cast<int>(batch.size()) > ctx.options().max_seqs)
+    throw Error("decode: " + std::to_string(batch.size()) + " sequences / " + std::to_string(R) +
+                " rows exceed the context's batch of " + std::to_string(ctx.options().max_seqs));
+  // Room for the new rows in every cache, all or nothing.
+  size_t grown = 0;
+  try {
+    for (; grown < batch.size(); ++grown) batch[grown].seq->kv_.grow(static_cast<int>(batch[grown].tokens.size()));
+  } catch (...) {
+    for (size_t i = 0; i < grown; ++i) batch[i].seq->kv_.shrink(static_cast<int>(batch[i].tokens.size()));
+    throw;
+  }
+
+  // Calibration observers see a batch of one sequence and one token.
+  const bool observe = batch.size() == 1 && R == 1;
+  const SequenceOptions& so = batch[0].seq->opt_;
+  std::vector<float>& host_q = ws.host_q;
+  std::vector<float>& host_att = ws.host_att;
+  AttnProbeOut probe;
+  if (observe && so.probe) probe = {so.probe->lo, so.probe->hi, ws.probe_mass.data(), ws.probe_arg.data()};
+
+  b.embed(tokens, ws.x);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = m.layers[l];
+    qkv(b, c, w, ws.x, ws.xb, pos, ws.q, ws.k, ws.v);
+    b.kv_append(appends, l, ws.k, ws.v);
+    b.attention_decode(ws.q, items, l, ws.att, observe && so.probe ? &probe : nullptr);
+    if (observe && so.probe) so.probe->on_layer(l, ws.probe_mass.data(), ws.probe_arg.data());
+    if (observe && so.on_decode_layer) {
+      b.download(host_q.data(), ws.q, sizeof(float) * qd);
+      b.download(host_att.data(), ws.att, sizeof(float) * qd);
+      so.on_decode_layer(l, host_q.data(), host_att.data());
+    }
+    output_and_ffn(b, w, ws, ws.x, ws.att, R, dim, c.hidden_dim);
+  }
+
+  // Logits: every row of a sequence that asks for all, else its last row.
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const DecodeStep& st = batch[i];
+    const int n = static_cast<int>(st.tokens.size());
+    if (st.all_logits) logits_of(b, m, ws, ws.x + int64_t(items[i].row0) * dim, n, st.logits);
+    else if (st.logits) logits_of(b, m, ws, ws.x + int64_t(items[i].row0 + n - 1) * dim, 1, st.logits);
+    st.seq->n_past_ += n;
+    st.seq->note_peak();
+  }
+}
+
+void read_layer(Context& ctx, Sequence& s, int l) {
+  const Model& m = ctx.model();
+  const ModelConfig& c = m.config;
+  Backend& b = ctx.backend();
+  Workspace& ws = ctx.ws();
+  Sequence::Read& rd = s.read_;
+  const LayerWeights& w = m.layers[l];
+  const int dim = c.dim, qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+  const int64_t n = rd.n, P = rd.first_new, C = ctx.options().chunk;
+  const DenseKV dense{ws.dense_k, ws.dense_v, P, rd.start};
+
+  // A later read: the layer's cached rows right-aligned before the new ones.
+  if (!rd.first) b.kv_to_dense(s.kv_, l, dense, static_cast<int>(n));
+
+  // The window's queries are the read's last rows (the press scores with them).
+  const int64_t q_rows = std::min<int64_t>(n, std::max(s.opt_.keep_queries, s.opt_.press.window));
+  for (int64_t c0 = 0; c0 < n; c0 += C) {
+    const int64_t nc = std::min(C, n - c0);
+    float* x = rd.x + c0 * dim;
+    const std::span<const int32_t> pos(rd.pos.data() + c0, nc);
+    qkv(b, c, w, x, ws.xb, pos, ws.q, dense.k + (P + c0) * kvd, dense.v + (P + c0) * kvd);
+    b.attention_prefill(ws.q, c0, nc, dense, c.n_heads, c.n_kv_heads, c.head_dim, ws.att);
+    const int64_t lo = std::max(c0, n - q_rows);  // window rows within this chunk
+    if (rd.compress && lo < c0 + nc)
+      b.copy(ws.qw + (lo - (n - q_rows)) * qd, ws.q + (lo - c0) * qd, sizeof(float) * (c0 + nc - lo) * qd);
+    output_and_ffn(b, w, ws, x, ws.att, nc, dim, c.hidden_dim);
+  }
+
+  // What the layer keeps: the press's selection over the whole prompt, or
+  // (a later read) the new rows appended.
+  if (rd.compress) {
+    select_and_store(ctx, s.kv_, *s.press_, l, static_cast<int>(n), dense, ws.qw, static_cast<int>(q_rows), s.kept_,
+                     s.opt_.on_layer);
+    if (s.queries_) {  // the last m rows, right-aligned in the layer's slot
+      const int64_t m = std::min<int64_t>(s.kept_query_rows_, q_rows);
+      b.copy(s.queries_ + (static_cast<size_t>(l) * s.kept_query_rows_ + s.kept_query_rows_ - m) * qd,
+             ws.qw + (q_rows - m) * qd, sizeof(float) * m * qd);
+    }
+  } else {
+    const AppendItem all[] = {{static_cast<int>(P), static_cast<int>(n), &s.kv_}};
+    b.kv_append(all, l, dense.k, dense.v);
+  }
+  if (s.opt_.on_progress && n > 1) s.opt_.on_progress(l, c.n_layers);
+}
+
+void read_logits(Context& ctx, Sequence& s, float* logits_last,
+                 const std::function<void(int64_t pos, const float* logits)>& each) {
+  const Model& m = ctx.model();
+  const int dim = m.config.dim, V = m.config.vocab_size;
+  Sequence::Read& rd = s.read_;
+  if (each) {
+    std::vector<float>& host = ctx.ws().host_logits;
+    const int64_t R = ctx.ws().logit_rows;
+    for (int64_t r0 = 0; r0 < rd.n; r0 += R) {
+      const int64_t nr = std::min(R, rd.n - r0);
+      logits_of(ctx.backend(), m, ctx.ws(), rd.x + r0 * dim, nr, host.data());
+      for (int64_t i = 0; i < nr; ++i) each(s.n_past_ + r0 + i, &host[i * V]);
+      if (logits_last && r0 + nr == rd.n) std::copy(&host[(nr - 1) * V], &host[nr * V], logits_last);
+    }
+  } else if (logits_last) {
+    logits_of(ctx.backend(), m, ctx.ws(), rd.x + (rd.n - 1) * dim, 1, logits_last);
+  }
+}
+
+}  // namespace ckv

@@ -1,0 +1,32 @@
+// The forward pass, written once for every backend (DESIGN.md 4): a batched
+// decode step over many sequences, and the layer-major read of one
+// sequence's prompt with the press's selection as a named step.
+#pragma once
+#include <functional>
+#include <span>
+
+#include "engine/context.h"
+
+namespace ckv {
+
+class Sequence;
+
+struct DecodeStep {
+  Sequence* seq = nullptr;
+  std::span<const int> tokens;  // 1..8 new tokens of this sequence
+  float* logits = nullptr;      // host: [vocab] of the last token, or [n][vocab] with all_logits
+  bool all_logits = false;
+};
+
+// One decode step: every sequence's new tokens through every layer together
+// (one weight read for the whole batch); each cache grows by its tokens, all
+// or nothing. Allocates nothing.
+void decode_step(Context& ctx, std::span<DecodeStep> batch);
+
+// Layer `layer` of a sequence's read in progress (Sequence::read_layers).
+void read_layer(Context& ctx, Sequence& s, int layer);
+// The read's logits, after its last layer (Sequence::finish_read).
+void read_logits(Context& ctx, Sequence& s, float* logits_last,
+                 const std::function<void(int64_t pos, const float* logits)>& each);
+
+}  // namespace ckv

@@ -1,0 +1,161 @@
+// The kernel interface: every operation of the forward pass and of the
+// presses' scoring, implemented once per device (kernels/cpu, kernels/cuda).
+// The forward pass (engine/forward.cpp) and the presses call only this, so
+// nothing else differs between backends (DESIGN.md 4).
+//
+// Conventions. Activations are row-major f32 in the backend's memory
+// ("device pointers"; on the CPU, host memory). Weights are the Model's
+// Tensors: a backend maps each to its own form in prepare() (the CPU reads
+// them in place; CUDA holds bf16 copies). Small metadata (token ids,
+// positions, lengths, kept positions) is passed as host spans and moved by
+// the backend as it needs. Shapes are given beside each parameter.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace ckv {
+
+class KvCache;
+enum class Pool;
+
+// Cache row element type: f32 (exact) or f16 (half the memory and traffic).
+enum class KvType { F32, F16 };
+// "f32" / "f16"; anything else is an error naming --kv-type.
+KvType parse_kv_type(const std::string& s);
+inline size_t kv_type_bytes(KvType t) { return t == KvType::F16 ? 2 : 4; }
+
+// One matrix of a grouped product: y = x W^T ([n][W.rows()]).
+struct MatmulOut {
+  const Tensor* W;
+  float* y;
+};
+
+// Keys and values of one layer laid out densely as [rows][n_kv][hd] f32 with
+// the new tokens at rows [first_new, first_new + n_new). KV head g's cached
+// prefix (a later read) sits right before them, at rows [start[g], first_new):
+// heads may hold different lengths (Ada-KV). A first read has first_new = 0.
+struct DenseKV {
+  float* k = nullptr;
+  float* v = nullptr;
+  int64_t first_new = 0;
+  std::span<const int64_t> start;  // per KV head; empty = all 0 (= first_new)
+};
+
+// One sequence's part of a batched decode attention: query rows
+// [row0, row0 + n) of the batch, over its cache at this layer (whose lengths
+// already count the n new tokens: token i sees len - n + i + 1 rows).
+struct DecodeItem {
+  int row0 = 0, n = 0;
+  const KvCache* cache = nullptr;
+};
+
+// Optional outputs of decode attention for calibration (identify-heads): for
+// a batch of one sequence and one token, per query head, the sum of its
+// softmax probabilities over cache rows [lo, hi) and the row of its largest.
+struct AttnProbeOut {
+  int lo = 0, hi = 0;
+  float* mass = nullptr;     // [n_heads], host
+  int32_t* argmax = nullptr;  // [n_heads], host
+};
+
+// Where a decode step appends each sequence's new rows: batch rows
+// [row0, row0 + n) of k/v ([rows][n_kv][hd]) go after the cache's current
+// rows (reserved before; the cache's lengths are advanced by the caller).
+struct AppendItem {
+  int row0 = 0, n = 0;
+  KvCache* cache = nullptr;
+};
+
+// Sizes a context's kernels may be asked to handle, for their scratch.
+struct BackendLimits {
+  int max_rows = 1;      // rows of one matrix product / attention call
+  int max_seqs = 1;      // sequences in one decode batch
+  int64_t max_ctx = 1;   // positions per sequence
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;  // "CPU", "CUDA"
+  // Token rows per KV page on this device (engine/kv_pages.h).
+  virtual int kv_page_rows() const = 0;
+  // Device pointers are host addresses (the CPU): no copies for metadata.
+  virtual bool host_memory() const = 0;
+
+  // ---- memory (device pointers; sizes in bytes)
+  // Throws ckv::Error naming `what` and the size when the device is out of memory.
+  virtual void* alloc(size_t bytes, const std::string& what) = 0;
+  virtual void free(void* p) = 0;
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // device to device
+  virtual void sync() = 0;  // waits for queued work
+  // Fills n floats with a value (poisoning in tests, zeroing).
+  virtual void fill(float* x, int64_t n, float value) = 0;
+
+  // ---- set-up, once per context: weights in this device's form, RoPE
+  // tables, scratch for the given limits.
+  virtual void prepare(const Model& m, const BackendLimits& lim) = 0;
+  // Bytes this backend holds for the model (its own weight copies) and its scratch.
+  virtual size_t weight_bytes() const = 0;
+  virtual size_t scratch_bytes() const = 0;
+
+  // ---- the forward pass
+  // x[i] = embedding row tokens[i]; x: [n][dim].
+  virtual void embed(std::span<const int32_t> tokens, float* x) = 0;
+  // y[i] = x[i] / rms(x[i]) * w for n rows of dim = w's size; y may alias x.
+  virtual void rmsnorm(const float* x, const Tensor& w, float* y, int64_t n) = 0;
+  // Products on one input x ([n][cols], cols shared): each y = x W^T.
+  virtual void matmul(std::span<const MatmulOut> outs, const float* x, int64_t n) = 0;
+  // y[i][j] += b[j] for n rows of b's size (qwen2 biases).
+  virtual void add_bias(float* y, const Tensor& b, int64_t n) = 0;
+  // x[i] += y[i], n elements (the residual stream).
+  virtual void add(float* x, const float* y, int64_t n) = 0;
+  // RoPE in place at positions pos[n]; x: [n][n_heads][hd] (the model's
+  // rotary layout and frequencies, set in prepare()).
+  virtual void rope(float* x, std::span<const int32_t> pos, int n_heads) = 0;
+  // out[i] = silu(gate[i]) * up[i]; out may alias gate.
+  virtual void swiglu(const float* gate, const float* up, float* out, int64_t n) = 0;
+  // Causal GQA attention of new-token query rows [i0, i0 + nq) over kv:
+  // row i sees its KV head's prefix and the new rows 0..i. q, out: [nq][H][hd].
+  virtual void attention_prefill(const float* q, int64_t i0, int64_t nq, const DenseKV& kv, int n_heads, int n_kv,
+                                 int hd, float* out) = 0;
+  // Batched attention over paged caches at `layer`: one call serves every
+  // sequence of a decode step. q, out: [rows][H][hd].
+  virtual void attention_decode(const float* q, std::span<const DecodeItem> items, int layer, float* out,
+                                const AttnProbeOut* probe = nullptr) = 0;
+
+  // ---- the KV store (pages of engine/kv_pages.h)
+  // Appends, at `layer`, each item's batch rows of k/v ([rows][n_kv][hd]).
+  virtual void kv_append(std::span<const AppendItem> items, int layer, const float* k, const float* v) = 0;
+  // Appends to head g of `layer` the rows rows[g] (ascending) of src.
+  virtual void kv_gather(KvCache& cache, int layer, const DenseKV& src, std::span<const std::vector<int32_t>> rows) = 0;
+  // The cache's rows at `layer` into dst (f32), right-aligned: head g's
+  // first m = len - exclude_last rows at [first_new - m, first_new)
+  // (dst.start is ignored; exclude_last skips rows reserved for a read).
+  virtual void kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst, int exclude_last) = 0;
+
+  // ---- scoring for the presses (DESIGN.md 2.1 steps 3-7)
+  // For each group of query heads, the mean over its heads of the pooled
+  // window attention mass: softmax (fp32, causal inside the window) of the w
+  // query rows qw ([w][H][hd], positions T-w..T-1) over the T keys of k
+  // ([T][n_kv][hd]), summed over the rows, for positions [0, T-w), pooled
+  // along positions (kernel odd). out: [groups][T-w] device floats.
+  virtual void window_scores(const float* qw, const float* k, int T, int w, int n_heads, int n_kv, int hd,
+                             std::span<const std::vector<int>> groups, int kernel, Pool pool, float* out) = 0;
+  // For each row r of score ([rows][n]), the k[r] positions with the largest
+  // score, ascending; ties: the lower position first.
+  virtual std::vector<std::vector<int32_t>> top_k(const float* score, int rows, int n, std::span<const int> k) = 0;
+};
+
+// The CPU backend (kernels/cpu); `q8` selects 8-bit activations for small
+// products (--matmul q8).
+std::unique_ptr<Backend> make_cpu_backend(bool q8 = false);
+
+}  // namespace ckv
