@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   add_bench(app, action);
   add_profile(app, action);
   add_identify_heads(app, action);
+  add_profile_layers(app, action);
   add_eval(app, action);
   try {
     app.parse(argc, argv);
