@@ -57,11 +57,15 @@ struct Setup {
   std::vector<eval::Cell> cells;
 };
 
-// Loads the model and checks every cell's settings before any work.
-void setup(const Common& a, Setup& s) {
+// Loads the model and its tokenizer (the grid's lists are checked first).
+void load_model(const Common& a, Setup& s) {
   s.cells = eval::grid_cells(a.methods, a.budgets);
   s.m = load(a.model);
   s.tok = tokenizer_for(*s.m);
+}
+
+// Checks every cell's settings (and loads the profile) before any work.
+void check_cells(const Common& a, Setup& s) {
   SessionArgs kv = a.kv;
   bool needs_profile = false;
   for (const auto& m : a.methods) {
@@ -73,7 +77,11 @@ void setup(const Common& a, Setup& s) {
   s.base = session_options(kv, *s.m, s.prof);
   s.base.method = "full";
   eval::check_cells(*s.m, s.cells, s.base);
-  std::fprintf(stderr, "%zu cells: FullKV and %zu method x budget pairs\n", s.cells.size(), s.cells.size() - 1);
+}
+
+void say_cells(const Setup& s, size_t prompts) {
+  std::fprintf(stderr, "%zu prompts x %zu cells (FullKV and %zu method x budget pairs)\n", prompts, s.cells.size(),
+               s.cells.size() - 1);
 }
 
 int max_of(const std::vector<int>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
@@ -105,12 +113,14 @@ int niah(const NiahArgs& a) {
   eval::check_niah_grid(a.grid);
   if (a.haystack.empty()) throw Error("eval niah needs --haystack DIR|FILE (the text the needles are hidden in)");
   Setup s;
-  setup(a.c, s);
+  load_model(a.c, s);
   const std::vector<eval::Needle> needles = a.needles.empty() ? eval::evaluation_needles() : eval::read_needles(a.needles);
   const eval::Haystack hay = eval::Haystack::load(a.haystack, *s.tok, max_of(a.grid.lengths));
   const auto chat = eval::prompt_style(s.m->vocab, a.style);
   const auto probes = eval::niah_probes(*s.tok, hay, needles, a.grid, chat ? &*chat : nullptr);
   eval::check_probe_lengths(probes, a.max_new, s.m->config.context);
+  check_cells(a.c, s);
+  say_cells(s, probes.size());
   double weight = 0;
   for (auto& p : probes) weight += static_cast<double>(p.tokens.size());
   eval::Progress prog("eval niah", static_cast<int>(probes.size()), weight);
@@ -141,7 +151,7 @@ int ruler(const RulerArgs& a) {
   if (a.samples < 1) throw Error("--samples must be at least 1");
   if (a.haystack.empty()) throw Error("eval ruler needs --haystack DIR|FILE (the essay text of the niah tasks)");
   Setup s;
-  setup(a.c, s);
+  load_model(a.c, s);
   const eval::Haystack hay = eval::Haystack::load(a.haystack, *s.tok, max_of(a.lengths));
   const auto chat = eval::prompt_style(s.m->vocab, a.style);
   std::vector<eval::RulerSample> samples;
@@ -157,6 +167,8 @@ int ruler(const RulerArgs& a) {
                       "context of " + std::to_string(s.m->config.context) + " positions");
         weight += static_cast<double>(smp.tokens.size());
       }
+  check_cells(a.c, s);
+  say_cells(s, samples.size());
   eval::Progress prog("eval ruler", static_cast<int>(samples.size()), weight);
   eval::Results r = eval::run_ruler(*s.m, *s.tok, samples, s.cells, s.base, a.max_new, [&](size_t i) {
     prog.advance(static_cast<double>(samples[i].tokens.size()), samples[i].task);
@@ -176,9 +188,12 @@ struct KldArgs {
 
 int kld(const KldArgs& a) {
   Setup s;
-  setup(a.c, s);
+  load_model(a.c, s);
   std::vector<int> ids = s.tok->encode(prompt_text("", a.file), false);
   if (s.tok->add_bos() && s.tok->bos() >= 0) ids.insert(ids.begin(), s.tok->bos());
+  eval::check_kld_input(*s.m, ids, a.file, a.opt);
+  check_cells(a.c, s);
+  say_cells(s, 1);
   eval::Progress prog("eval kld", static_cast<int>(s.cells.size()), static_cast<double>(s.cells.size()));
   eval::Results r = eval::run_kld(*s.m, ids, a.file, s.cells, s.base, a.opt, [&](size_t i) {
     prog.advance(1, eval::method_label(s.cells[i].method) + (s.cells[i].full() ? "" : " " + std::to_string(s.cells[i].budget)));

@@ -69,9 +69,8 @@ KlStats kl_stats(const std::vector<double>& kl, int top1_agree) {
   return s;
 }
 
-Results run_kld(const Model& m, const std::vector<int>& tokens, const std::string& source,
-                const std::vector<Cell>& cells, const SessionOptions& base, const KldOptions& opt,
-                const std::function<void(size_t)>& on_cell) {
+void check_kld_input(const Model& m, const std::vector<int>& tokens, const std::string& source,
+                     const KldOptions& opt) {
   if (opt.n_ctx < 1) throw Error("--n-ctx must be at least 1");
   if (opt.n_eval < 1) throw Error("--n-eval must be at least 1");
   const int64_t need = static_cast<int64_t>(opt.n_ctx) + opt.n_eval;
@@ -81,6 +80,12 @@ Results run_kld(const Model& m, const std::vector<int>& tokens, const std::strin
   if (need - 1 > m.config.context)
     throw Error("--n-ctx " + std::to_string(opt.n_ctx) + " + --n-eval " + std::to_string(opt.n_eval) +
                 " exceeds the model's context of " + std::to_string(m.config.context) + " positions");
+}
+
+Results run_kld(const Model& m, const std::vector<int>& tokens, const std::string& source,
+                const std::vector<Cell>& cells, const SessionOptions& base, const KldOptions& opt,
+                const std::function<void(size_t)>& on_cell) {
+  check_kld_input(m, tokens, source, opt);
   const int V = m.config.vocab_size, N = opt.n_eval;
   const std::vector<int> prompt(tokens.begin(), tokens.begin() + opt.n_ctx);
   SessionOptions so = base;

@@ -32,6 +32,11 @@ struct KldOptions {
   int n_eval = 256;
 };
 
+// Throws ckv::Error naming `source`, --n-ctx or --n-eval when the tokens or
+// the model's context cannot hold n_ctx + n_eval.
+void check_kld_input(const Model& m, const std::vector<int>& tokens, const std::string& source,
+                     const KldOptions& opt);
+
 // tokens: the file's tokens; must hold n_ctx + n_eval (ckv::Error naming
 // `source`, --n-ctx and --n-eval otherwise). One row per cell.
 Results run_kld(const Model& m, const std::vector<int>& tokens, const std::string& source,
