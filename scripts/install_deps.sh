@@ -3,7 +3,7 @@
 # everything is present already.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config git libcli11-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev
-      libgtest-dev libbenchmark-dev libcpp-httplib-dev)
+      libgtest-dev libbenchmark-dev libcpp-httplib-dev gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <numeric>
+#include <set>
 
 #include "engine/session.h"
 #include "eval/generate.h"
@@ -73,8 +74,10 @@ void expect_png(const std::string& path) {
 
 }  // namespace
 
-// Every method derived from the one full prefill answers as its own compressing prefill does.
-TEST(SharedPrefill, SameAnswersAsSeparatePrefills) {
+// Every cell derived from the one full prefill and decoded in one batch with
+// the others answers as its own session alone does, and teacher forcing gives
+// the same logits.
+TEST(SharedPrefill, SameAnswersAsSeparateSessions) {
   const Model& m = stories();
   auto tok = make_tokenizer(m.vocab);
   const Profile prof = stories_profile();
@@ -87,25 +90,37 @@ TEST(SharedPrefill, SameAnswersAsSeparatePrefills) {
   SessionOptions base;
   base.profile = &prof;
   eval::check_cells(m, cells, base);
-  std::vector<std::string> shared(cells.size());
-  std::vector<std::vector<KeptPositions>> kept(cells.size());
-  eval::for_each_cell(m, prompt, cells, base, [&](size_t i, Session& s, std::vector<float>& logits) {
-    kept[i] = s.kept();
-    eval::GenerateOptions go;
-    go.max_new = 24;
-    go.stop_at_newline = false;
-    shared[i] = eval::greedy_answer(s, *tok, logits, go).text;
+  eval::GenerateOptions go;
+  go.max_new = 24;
+  go.stop_at_newline = false;
+  const auto shared = eval::grid_answers(m, *tok, prompt, cells, base, go);
+  ASSERT_EQ(shared.size(), cells.size());
+  const std::vector<int> forced(prompt.begin() + 20, prompt.begin() + 30);
+  std::vector<std::vector<std::vector<float>>> forced_logits(cells.size());
+  eval::grid_teacher_force(m, prompt, forced, cells, base, [&](size_t i, int step, const float* lg) {
+    EXPECT_EQ(static_cast<int>(forced_logits[i].size()), step);
+    forced_logits[i].emplace_back(lg, lg + m.config.vocab_size);
   });
+  std::set<std::string> distinct;
   for (size_t i = 0; i < cells.size(); ++i) {
+    const std::string what = cells[i].method + " " + std::to_string(cells[i].budget);
     Session s(m, eval::cell_options(base, cells[i]));
     std::vector<float> logits(m.config.vocab_size);
     s.prefill(prompt, logits.data());
-    eval::GenerateOptions go;
-    go.max_new = 24;
-    go.stop_at_newline = false;
-    EXPECT_EQ(eval::greedy_answer(s, *tok, logits, go).text, shared[i]) << cells[i].method << " " << cells[i].budget;
-    EXPECT_EQ(s.kept(), kept[i]) << cells[i].method << " " << cells[i].budget;
+    EXPECT_EQ(eval::greedy_answer(s, *tok, logits, go).text, shared[i].text) << what;
+    EXPECT_EQ(shared[i].ids.size(), 24u) << what;
+    distinct.insert(shared[i].text);
+    Session t(m, eval::cell_options(base, cells[i]));
+    t.prefill(prompt, logits.data());
+    ASSERT_EQ(forced_logits[i].size(), forced.size());
+    for (size_t k = 0; k < forced.size(); ++k) {
+      float err = 0;
+      for (int v = 0; v < m.config.vocab_size; ++v) err = std::max(err, std::abs(logits[v] - forced_logits[i][k][v]));
+      EXPECT_LT(err, 1e-4f) << what << " step " << k;
+      if (k + 1 < forced.size()) t.decode(forced[k], logits.data());
+    }
   }
+  EXPECT_GT(distinct.size(), 3u) << "the methods should not all answer alike";
 }
 
 TEST(EvalCli, NiahResultsSchemaPlotsAndDeterminism) {
@@ -242,4 +257,28 @@ TEST(EvalCli, BadInput) {
   expect_error(run_cli({"identify-heads", "-m", stories_path(), "--haystack", d / "hay.txt", "--lengths", "1000"}),
                {"--lengths", "context"});
   expect_error(run_cli({"identify-heads", "-m", stories_path(), "--haystack", d / "empty"}), {"empty haystack"});
+}
+
+// --kv-method compresskv without --kv-profile takes the shipped profile that
+// matches the model (profiles/), and refuses when none does.
+TEST(ShippedProfile, FoundForSmolLM2RefusedForOthers) {
+  auto r = run_cli({"run", "-m", stories_path(), "-p", "Once", "-n", "2", "--temp", "0", "--kv-method", "compresskv",
+                    "--kv-budget", "64"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("--kv-profile"), std::string::npos) << r.err;
+  CKV_REQUIRE_SHARED();
+  const std::string smollm =
+      test::shared_dir() + "/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(test::source_dir() + "/profiles/smollm2-135m-instruct.json"))
+    GTEST_SKIP() << "no shipped SmolLM2 profile";
+  r = run_cli({"run", "-m", smollm, "-p", "The capital of France is", "-n", "2", "--temp", "0", "--kv-method",
+               "compresskv", "--kv-budget", "64"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("using the shipped profile"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("smollm2-135m-instruct.json"), std::string::npos) << r.err;
+  const Profile p = Profile::load(test::source_dir() + "/profiles/smollm2-135m-instruct.json");
+  EXPECT_EQ(p.n_layers, 30);
+  EXPECT_EQ(p.layer_scores.size(), 30u);
+  EXPECT_TRUE(p.provenance.contains("identify_heads"));
+  EXPECT_TRUE(p.provenance.contains("profile_layers"));
 }

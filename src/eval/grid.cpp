@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <span>
 
+#include "engine/forward.h"
+#include "engine/sampler.h"
 #include "press/press.h"
 #include "util/error.h"
 
@@ -76,35 +79,98 @@ void check_cells(const Model& m, const std::vector<Cell>& cells, const SessionOp
   }
 }
 
-std::unique_ptr<Session> cell_session(const Model& m, const Session& full, const std::vector<int>& prompt,
-                                      const float* full_logits, const SessionOptions& opt, std::vector<float>& logits) {
-  (void)m;
-  (void)prompt;
-  std::memcpy(logits.data(), full_logits, sizeof(float) * logits.size());
-  return full.compress_copy(opt);
+namespace {
+
+// One context for the grid: the full read and every cell's copy of it, each
+// cell a sequence of one batch. seqs[i] is cell i's (the full read itself for
+// FullKV); logits[i] its next-token logits after the prompt.
+struct Grid {
+  std::unique_ptr<Context> ctx;
+  std::unique_ptr<Sequence> full;
+  std::vector<std::unique_ptr<Sequence>> copies;
+  std::vector<Sequence*> seqs;
+  std::vector<std::vector<float>> logits;
+
+  Grid(const Model& m, const std::vector<int>& prompt, int64_t extra, const std::vector<Cell>& cells,
+       const SessionOptions& base) {
+    SessionOptions fo = cell_options(base, {"full", 0});
+    fo.keep_queries = base.press.window;  // what the copies' window scoring reads
+    ContextOptions co = context_options(fo);
+    co.max_seqs = static_cast<int>(cells.size());
+    co.n_ctx = static_cast<int>(std::min<int64_t>(m.config.context, static_cast<int64_t>(prompt.size()) + extra));
+    ctx = std::make_unique<Context>(m, make_cpu_backend(base.q8_matmul), co);
+    full = std::make_unique<Sequence>(*ctx, sequence_options(fo));
+    const int V = m.config.vocab_size;
+    std::vector<float> full_logits(V);
+    full->read(prompt, full_logits.data());
+    for (const Cell& c : cells) {
+      // The prompt's logits are the full read's: compressing after a layer's
+      // attention changes no prompt position.
+      logits.push_back(full_logits);
+      if (c.full()) {
+        seqs.push_back(full.get());
+      } else {
+        copies.push_back(Sequence::compress_copy(*full, sequence_options(cell_options(base, c))));
+        seqs.push_back(copies.back().get());
+      }
+    }
+  }
+  ~Grid() {
+    copies.clear();
+    full.reset();
+  }
+};
+
+}  // namespace
+
+std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std::vector<int>& prompt,
+                                 const std::vector<Cell>& cells, const SessionOptions& base,
+                                 const GenerateOptions& go) {
+  Grid g(m, prompt, go.max_new + 1, cells, base);
+  const int V = m.config.vocab_size;
+  const size_t n = cells.size();
+  std::vector<Answer> out(n);
+  std::vector<int> next(n, 0), prev(n, -1);
+  std::vector<bool> going(n, true);
+  std::vector<DecodeStep> batch;
+  for (int step = 0; step < go.max_new; ++step) {
+    batch.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (!going[i]) continue;
+      const int id = Sampler::argmax(g.logits[i].data(), V);
+      out[i].ids.push_back(id);
+      if (tok.is_eog(id)) {
+        going[i] = false;
+        continue;
+      }
+      out[i].text += tok.decode_piece(prev[i], id);
+      prev[i] = id;
+      if ((go.stop_at_newline && answer_ends(out[i].text)) || step + 1 == go.max_new) {
+        going[i] = false;
+        continue;
+      }
+      next[i] = id;
+      batch.push_back({g.seqs[i], std::span<const int>(&next[i], 1), g.logits[i].data(), false});
+    }
+    if (batch.empty()) break;
+    decode_step(*g.ctx, batch);
+  }
+  return out;
 }
 
-void for_each_cell(const Model& m, const std::vector<int>& prompt, const std::vector<Cell>& cells,
-                   const SessionOptions& base, const CellFn& fn) {
-  const int V = m.config.vocab_size;
-  SessionOptions fo = base;
-  fo.method = "full";
-  fo.press.budget = 0;
-  fo.keep_queries = base.press.window;  // what compress_copy's window scoring reads
-  Session full(m, fo);
-  std::vector<float> full_logits(V), logits(V);
-  full.prefill(prompt, full_logits.data());
-  for (size_t i = 0; i < cells.size(); ++i) {
-    if (cells[i].full()) continue;
-    auto s = cell_session(m, full, prompt, full_logits.data(), cell_options(base, cells[i]), logits);
-    fn(i, *s, logits);
+void grid_teacher_force(const Model& m, const std::vector<int>& prompt, const std::vector<int>& forced,
+                        const std::vector<Cell>& cells, const SessionOptions& base,
+                        const std::function<void(size_t, int, const float*)>& fn) {
+  Grid g(m, prompt, static_cast<int64_t>(forced.size()) + 1, cells, base);
+  const size_t n = cells.size();
+  std::vector<DecodeStep> batch(n);
+  for (size_t step = 0; step < forced.size(); ++step) {
+    for (size_t i = 0; i < n; ++i) fn(i, static_cast<int>(step), g.logits[i].data());
+    if (step + 1 == forced.size()) break;
+    for (size_t i = 0; i < n; ++i)
+      batch[i] = {g.seqs[i], std::span<const int>(&forced[step], 1), g.logits[i].data(), false};
+    decode_step(*g.ctx, batch);
   }
-  for (size_t i = 0; i < cells.size(); ++i)
-    if (cells[i].full()) {
-      std::memcpy(logits.data(), full_logits.data(), sizeof(float) * V);
-      fn(i, full, logits);
-      break;
-    }
 }
 
 }  // namespace ckv::eval

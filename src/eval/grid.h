@@ -1,8 +1,10 @@
 // The method x budget grid of an evaluation: every cell reads the same prompt,
 // and the prompt is read once per probe with the full cache; each cell's
-// selection is applied to that one prefill (issue 8 item 3, as the reference
-// evaluation does), so a grid costs little more than one prefill per probe
-// plus the decodes.
+// selection is applied to that one read (Sequence::compress_copy: exactly as
+// if its own prefill had compressed it; issue 8 item 3, as the reference
+// evaluation does). The cells then decode together: one decode step (one
+// weight read) serves every cell still going, so a grid costs about one
+// prefill per probe plus one batched decode.
 #pragma once
 #include <functional>
 #include <memory>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "engine/session.h"
+#include "eval/generate.h"
 #include "model/model.h"
 
 namespace ckv::eval {
@@ -39,19 +42,18 @@ SessionOptions cell_options(const SessionOptions& base, const Cell& c);
 // compresskv without a profile, ...) fail before any work.
 void check_cells(const Model& m, const std::vector<Cell>& cells, const SessionOptions& base);
 
-// A session holding `prompt` as `opt`'s press keeps it, derived from `full`
-// (which read exactly `prompt` with the full cache), and the logits of the
-// prompt's last position (full's: compressing after the read changes no
-// prompt logit). Session::compress_copy: the cell's selection applied to the
-// one full prefill, exactly as if its own prefill had compressed it.
-std::unique_ptr<Session> cell_session(const Model& m, const Session& full, const std::vector<int>& prompt,
-                                      const float* full_logits, const SessionOptions& opt, std::vector<float>& logits);
+// Greedy answers (eval/generate.h's rule, go.on_token unused) of every cell
+// on one prompt; each is the answer a session of that cell alone gives.
+std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std::vector<int>& prompt,
+                                 const std::vector<Cell>& cells, const SessionOptions& base,
+                                 const GenerateOptions& go);
 
-// Runs fn on every cell for one prompt: the session holds the prompt as the
-// cell keeps it, logits ([vocab]) are its last position's. The full cell
-// comes last (the other cells derive from its prefill before it decodes).
-using CellFn = std::function<void(size_t cell_index, Session& s, std::vector<float>& logits)>;
-void for_each_cell(const Model& m, const std::vector<int>& prompt, const std::vector<Cell>& cells,
-                   const SessionOptions& base, const CellFn& fn);
+// Teacher forcing: after the prompt every cell reads forced[0], forced[1],
+// ...; fn(cell, step, logits) sees each cell's next-token logits ([vocab])
+// before forced[step] (step 0: the prompt's last position), for steps
+// 0 .. forced.size() - 1.
+void grid_teacher_force(const Model& m, const std::vector<int>& prompt, const std::vector<int>& forced,
+                        const std::vector<Cell>& cells, const SessionOptions& base,
+                        const std::function<void(size_t cell, int step, const float* logits)>& fn);
 
 }  // namespace ckv::eval

@@ -88,55 +88,44 @@ Results run_kld(const Model& m, const std::vector<int>& tokens, const std::strin
   check_kld_input(m, tokens, source, opt);
   const int V = m.config.vocab_size, N = opt.n_eval;
   const std::vector<int> prompt(tokens.begin(), tokens.begin() + opt.n_ctx);
-  SessionOptions so = base;
+  const std::vector<int> forced(tokens.begin() + opt.n_ctx, tokens.begin() + opt.n_ctx + N);
+  // FullKV first: at each step its distribution is the reference of the others.
+  std::vector<size_t> order;
+  for (size_t i = 0; i < cells.size(); ++i)
+    if (cells[i].full()) order.insert(order.begin(), i);
+    else order.push_back(i);
+  std::vector<Cell> run_cells;
+  for (size_t i : order) run_cells.push_back(cells[i]);
+  if (run_cells.empty() || !run_cells[0].full()) run_cells.insert(run_cells.begin(), Cell{"full", 0});
 
-  // FullKV's log-probabilities at every step ([N][V]) and their argmax.
-  std::vector<float> ref(static_cast<size_t>(N) * V), logits(V);
-  std::vector<int> ref_top(N);
-  {
-    SessionOptions fo = cell_options(so, {"full", 0});
-    Session full(m, fo);
-    full.prefill(prompt, logits.data());
-    for (int i = 0; i < N; ++i) {
-      log_softmax(logits.data(), V, &ref[static_cast<size_t>(i) * V]);
-      ref_top[i] = Sampler::argmax(logits.data(), V);
-      if (i + 1 < N) full.decode(tokens[opt.n_ctx + i], logits.data());
+  std::vector<float> ref(V);  // this step's FullKV log-probabilities
+  int ref_top = 0;
+  std::vector<std::vector<double>> kl(run_cells.size(), std::vector<double>(N, 0.0));
+  std::vector<int> agree(run_cells.size(), 0);
+  grid_teacher_force(m, prompt, forced, run_cells, base, [&](size_t ci, int step, const float* lg) {
+    if (ci == 0) {
+      log_softmax(lg, V, ref.data());
+      ref_top = Sampler::argmax(lg, V);
     }
-  }
+    kl[ci][step] = ci == 0 ? 0.0 : kl_from_logp(ref.data(), lg, V);
+    agree[ci] += Sampler::argmax(lg, V) == ref_top;
+  });
 
   Results r;
   r.task = "kld";
   r.model = m.path;
   std::vector<Row> rows(cells.size());
-  std::vector<Cell> others;
-  std::vector<size_t> index;
-  for (size_t i = 0; i < cells.size(); ++i) {
+  for (size_t k = 0; k < order.size(); ++k) {
+    const size_t i = order[k], ci = k + (run_cells.size() - order.size());
     Row& row = rows[i];
     row.method = cells[i].method;
     if (!cells[i].full()) row.budget = cells[i].budget;
     row.length = opt.n_ctx;
     row.case_id = source;
     row.tokens = opt.n_ctx;
-    if (cells[i].full()) {
-      row.metrics = kl_stats(std::vector<double>(N, 0.0), N).to_json();
-      if (on_cell) on_cell(i);
-    } else {
-      others.push_back(cells[i]);
-      index.push_back(i);
-    }
+    row.metrics = kl_stats(kl[ci], agree[ci]).to_json();
+    if (on_cell) on_cell(i);
   }
-  for_each_cell(m, prompt, others, so, [&](size_t ci, Session& s, std::vector<float>& lg) {
-    if (others[ci].full()) return;  // for_each_cell's own FullKV pass
-    std::vector<double> kl(N);
-    int agree = 0;
-    for (int i = 0; i < N; ++i) {
-      kl[i] = kl_from_logp(&ref[static_cast<size_t>(i) * V], lg.data(), V);
-      agree += Sampler::argmax(lg.data(), V) == ref_top[i];
-      if (i + 1 < N) s.decode(tokens[opt.n_ctx + i], lg.data());
-    }
-    rows[index[ci]].metrics = kl_stats(kl, agree).to_json();
-    if (on_cell) on_cell(index[ci]);
-  });
   r.rows = std::move(rows);
   return r;
 }

@@ -49,26 +49,25 @@ Results run_niah(const Model& m, const Tokenizer& tok, const std::vector<NiahPro
   Results r;
   r.task = "niah";
   r.model = m.path;
-  SessionOptions so = base;
   // rows[cell][probe], flattened cell-major at the end so the file reads by method.
   std::vector<std::vector<Row>> rows(cells.size());
+  GenerateOptions go;
+  go.max_new = max_new;
   for (size_t pi = 0; pi < probes.size(); ++pi) {
     const NiahProbe& p = probes[pi];
-    for_each_cell(m, p.tokens, cells, so, [&](size_t ci, Session& s, std::vector<float>& logits) {
-      GenerateOptions go;
-      go.max_new = max_new;
-      Answer a = greedy_answer(s, tok, logits, go);
+    const std::vector<Answer> answers = grid_answers(m, tok, p.tokens, cells, base, go);
+    for (size_t ci = 0; ci < cells.size(); ++ci) {
       Row row;
       row.method = cells[ci].method;
       if (!cells[ci].full()) row.budget = cells[ci].budget;
       row.length = p.length;
       row.depth = p.depth;
       row.case_id = std::to_string(p.needle);
-      row.score = 100.0 * rouge1_recall(needles[p.needle].answer, a.text);
+      row.score = 100.0 * rouge1_recall(needles[p.needle].answer, answers[ci].text);
       row.tokens = static_cast<int64_t>(p.tokens.size());
-      row.response = a.text;
+      row.response = answers[ci].text;
       rows[ci].push_back(std::move(row));
-    });
+    }
     if (on_probe) on_probe(pi);
   }
   for (auto& v : rows)

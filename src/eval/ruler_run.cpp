@@ -15,12 +15,11 @@ Results run_ruler(const Model& m, const Tokenizer& tok, const std::vector<RulerS
   for (size_t si = 0; si < samples.size(); ++si) {
     const RulerSample& smp = samples[si];
     const int n_new = max_new > 0 ? max_new : smp.max_new;
-    SessionOptions so = base;
-    for_each_cell(m, smp.tokens, cells, so, [&](size_t ci, Session& s, std::vector<float>& logits) {
-      GenerateOptions go;
-      go.max_new = n_new;
-      go.stop_at_newline = false;
-      Answer a = greedy_answer(s, tok, logits, go);
+    GenerateOptions go;
+    go.max_new = n_new;
+    go.stop_at_newline = false;
+    const std::vector<Answer> answers = grid_answers(m, tok, smp.tokens, cells, base, go);
+    for (size_t ci = 0; ci < cells.size(); ++ci) {
       Row row;
       row.method = cells[ci].method;
       if (!cells[ci].full()) row.budget = cells[ci].budget;
@@ -28,11 +27,11 @@ Results run_ruler(const Model& m, const Tokenizer& tok, const std::vector<RulerS
       row.depth = smp.depth;
       row.case_id = smp.task + ":" + std::to_string(smp.index);
       row.group = smp.task;
-      row.score = string_match_all(a.text, smp.refs);
+      row.score = string_match_all(answers[ci].text, smp.refs);
       row.tokens = static_cast<int64_t>(smp.tokens.size());
-      row.response = a.text;
+      row.response = answers[ci].text;
       rows[ci].push_back(std::move(row));
-    });
+    }
     if (on_sample) on_sample(si);
   }
   for (auto& v : rows)
