@@ -4,7 +4,7 @@
 # and the sanitizer runtimes, LLVM's OpenMP and llvm-symbolizer (scripts/fuzz.sh).
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config git libcli11-dev nlohmann-json3-dev libpcre2-dev libopenblas-dev
-      libgtest-dev libbenchmark-dev libcpp-httplib-dev)
+      libgtest-dev libbenchmark-dev libcpp-httplib-dev gnuplot-nox)
 if [ "${1:-}" = fuzz ]; then
   pkgs+=(clang libclang-rt-14-dev libomp-dev llvm)
 fi

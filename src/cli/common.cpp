@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tokenizer/utf8.h"
+#include "profile/shipped.h"
 #include "util/error.h"
 
 namespace ckv::cli {
@@ -186,7 +187,7 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
   app->add_option("--kv-kernel", a.kernel, "pooling kernel")->check(int_range(1, INT32_MAX));
   app->add_option("--kv-pool", a.pool, "pooling: avg or max");
   app->add_option("--kv-srh", a.srh, "semantic retrieval heads per layer (compresskv)")->check(int_range(1, INT32_MAX));
-  app->add_option("--kv-profile", a.profile, "model profile JSON (compresskv)");
+  app->add_option("--kv-profile", a.profile, "model profile JSON (compresskv; default: a shipped profile of profiles/ matching the model)");
   app->add_option("--kv-sinks", a.sinks, "attention sinks kept (streamingllm)")->check(int_range(0, INT32_MAX));
   app->add_option("--kv-alpha", a.alpha, "Ada-KV uniform share (adakv)")->check(real_range(0, 1));
   app->add_option("--kv-beta", a.beta, "PyramidKV beta (pyramidkv)")->check(int_range(1, INT32_MAX));
@@ -273,14 +274,42 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   if ((a.method != "full" || !a.select.empty()) && a.budget <= 0)
     throw Error((a.select.empty() ? "--kv-method " + a.method : "--kv-select " + a.select) +
                 " needs --kv-budget N (average tokens kept per layer)");
-  if (!a.profile.empty() && uses_profile(a)) {  // other methods ignore it (warned above)
-    prof = Profile::load(a.profile);
+  std::string profile = a.profile;
+  if (profile.empty() && uses_profile(a)) {
+    profile = shipped_profile_for(m);
+    if (!profile.empty())
+      std::fprintf(stderr, "using the shipped profile %s (it matches the model's shape and fingerprint)\n",
+                   profile.c_str());
+  }
+  if (!profile.empty() && uses_profile(a)) {  // other methods ignore it (warned above)
+    prof = Profile::load(profile);
     const ModelConfig& c = m.config;
     std::string warn = prof.check_model(c.arch, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, m.fingerprint());
     if (!warn.empty()) std::fprintf(stderr, "warning: %s\n", warn.c_str());
     o.profile = &prof;
   }
   return o;
+}
+
+bool profile_needed(const std::string& method, const std::string& select, const std::string& alloc) {
+  return method == "compresskv" || method == "adacompresskv" || select == "srh" ||
+         alloc.find("error-aware") != std::string::npos;
+}
+
+std::string shipped_profile_for(const Model& m) {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  // Beside an installed binary (bin/../share/compresskv/profiles), then the source tree's.
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    dirs.push_back((exe.parent_path().parent_path() / "share" / "compresskv" / "profiles").string());
+    dirs.push_back((exe.parent_path().parent_path() / "profiles").string());
+  }
+#ifdef CKV_PROFILE_DIR
+  dirs.push_back(CKV_PROFILE_DIR);
+#endif
+  const ModelConfig& c = m.config;
+  return find_shipped_profile(dirs, c.arch, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, m.fingerprint());
 }
 
 void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens) {

@@ -71,6 +71,11 @@ void add_session_args(CLI::App* app, SessionArgs& a);
 // Session options for these flags; loads and checks the profile into `prof`.
 // Checks the method name first, then warns about flags the method ignores.
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof);
+// Path of a shipped profile (profiles/) matching the model's shape and
+// fingerprint, "" when none.
+std::string shipped_profile_for(const Model& m);
+// Whether these settings read a profile (SRH selection or error-aware budgets).
+bool profile_needed(const std::string& method, const std::string& select, const std::string& alloc);
 // --kv-dump-kept: {"prompt_tokens": T, "layers": [[[...], ...], ...]}.
 void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens);
 

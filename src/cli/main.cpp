@@ -56,6 +56,9 @@ int main(int argc, char** argv) {
   add_info(app, action);
   check_bench_flags(add_bench(app, action));
   add_profile(app, action);
+  add_identify_heads(app, action);
+  add_profile_layers(app, action);
+  add_eval(app, action);
 
   // Named before CLI11 gives its generic messages.
   if (argc > 1 && argv[1][0] != '-') {

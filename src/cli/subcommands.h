@@ -12,5 +12,8 @@ CLI::App* add_perplexity(CLI::App& app, std::function<int()>& action);
 CLI::App* add_info(CLI::App& app, std::function<int()>& action);
 CLI::App* add_bench(CLI::App& app, std::function<int()>& action);
 CLI::App* add_profile(CLI::App& app, std::function<int()>& action);
+CLI::App* add_identify_heads(CLI::App& app, std::function<int()>& action);
+CLI::App* add_profile_layers(CLI::App& app, std::function<int()>& action);
+CLI::App* add_eval(CLI::App& app, std::function<int()>& action);
 
 }  // namespace ckv::cli

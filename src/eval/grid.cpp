@@ -1,0 +1,176 @@
+#include "eval/grid.h"
+
+#include <algorithm>
+#include <cstring>
+#include <span>
+
+#include "engine/forward.h"
+#include "engine/sampler.h"
+#include "press/press.h"
+#include "util/error.h"
+
+namespace ckv::eval {
+
+std::vector<Cell> grid_cells(const std::vector<std::string>& methods, const std::vector<int>& budgets) {
+  if (methods.empty()) throw Error("--methods is empty");
+  const std::vector<std::string> known = press_names();
+  auto list = [](const std::vector<std::string>& v) {
+    std::string k;
+    for (auto& n : v) k += (k.empty() ? "" : ", ") + n;
+    return k;
+  };
+  std::vector<Cell> cells{{"full", 0}};
+  bool any_compressing = false;
+  for (size_t i = 0; i < methods.size(); ++i) {
+    const std::string& m = methods[i];
+    if (auto [sel, alloc] = split_pair(m); !sel.empty()) {
+      const auto ss = selection_names(), as = allocation_names();
+      if (std::find(ss.begin(), ss.end(), sel) == ss.end())
+        throw Error("--methods: unknown selection '" + sel + "' in '" + m + "' (known: " + list(ss) + ")");
+      if (std::find(as.begin(), as.end(), alloc) == as.end())
+        throw Error("--methods: unknown allocation '" + alloc + "' in '" + m + "' (known: " + list(as) + ")");
+    } else if (std::find(known.begin(), known.end(), m) == known.end()) {
+      throw Error("--methods: unknown method '" + m + "' (known: " + list(known) +
+                  "; or SELECTION+ALLOCATION, e.g. srh+uniform)");
+    }
+    if (std::find(methods.begin(), methods.begin() + static_cast<long>(i), m) != methods.begin() + static_cast<long>(i))
+      throw Error("--methods: '" + m + "' is given twice");
+    if (m != "full") any_compressing = true;
+  }
+  if (any_compressing && budgets.empty()) throw Error("--budgets is empty");
+  for (size_t i = 0; i < budgets.size(); ++i) {
+    if (budgets[i] < 1) throw Error("--budgets: " + std::to_string(budgets[i]) + " is not a positive budget");
+    if (std::count(budgets.begin(), budgets.end(), budgets[i]) > 1)
+      throw Error("--budgets: " + std::to_string(budgets[i]) + " is given twice");
+  }
+  for (const auto& m : methods)
+    if (m != "full")
+      for (int b : budgets) cells.push_back({m, b});
+  return cells;
+}
+
+std::pair<std::string, std::string> split_pair(const std::string& method) {
+  const size_t plus = method.find('+');
+  if (plus == std::string::npos) return {};
+  return {method.substr(0, plus), method.substr(plus + 1)};
+}
+
+SessionOptions cell_options(const SessionOptions& base, const Cell& c) {
+  SessionOptions o = base;
+  auto [sel, alloc] = split_pair(c.method);
+  o.method = sel.empty() ? c.method : "full";
+  o.select = sel;
+  o.alloc = alloc;
+  o.press.budget = c.full() ? 0 : c.budget;
+  return o;
+}
+
+void check_cells(const Model& m, const std::vector<Cell>& cells, const SessionOptions& base) {
+  const ModelConfig& c = m.config;
+  for (const Cell& cell : cells) {
+    SessionOptions o = cell_options(base, cell);
+    try {
+      const PressShape shape{c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
+      if (o.select.empty()) make_press(o.method, o.press, shape, o.profile);
+      else make_press_pair(o.select, o.alloc, o.press, shape, o.profile);
+    } catch (const Error& e) {
+      throw Error(cell.method + " at budget " + std::to_string(cell.budget) + ": " + e.what());
+    }
+  }
+}
+
+namespace {
+
+// One context for the grid: the full read and every cell's copy of it, each
+// cell a sequence of one batch. seqs[i] is cell i's (the full read itself for
+// FullKV); logits[i] its next-token logits after the prompt.
+struct Grid {
+  std::unique_ptr<Context> ctx;
+  std::unique_ptr<Sequence> full;
+  std::vector<std::unique_ptr<Sequence>> copies;
+  std::vector<Sequence*> seqs;
+  std::vector<std::vector<float>> logits;
+
+  Grid(const Model& m, const std::vector<int>& prompt, int64_t extra, const std::vector<Cell>& cells,
+       const SessionOptions& base) {
+    SessionOptions fo = cell_options(base, {"full", 0});
+    fo.keep_queries = base.press.window;  // what the copies' window scoring reads
+    ContextOptions co = context_options(fo);
+    co.max_seqs = static_cast<int>(cells.size());
+    co.n_ctx = static_cast<int>(std::min<int64_t>(m.config.context, static_cast<int64_t>(prompt.size()) + extra));
+    ctx = std::make_unique<Context>(m, make_cpu_backend(base.q8_matmul), co);
+    full = std::make_unique<Sequence>(*ctx, sequence_options(fo));
+    const int V = m.config.vocab_size;
+    std::vector<float> full_logits(V);
+    full->read(prompt, full_logits.data());
+    for (const Cell& c : cells) {
+      // The prompt's logits are the full read's: compressing after a layer's
+      // attention changes no prompt position.
+      logits.push_back(full_logits);
+      if (c.full()) {
+        seqs.push_back(full.get());
+      } else {
+        copies.push_back(Sequence::compress_copy(*full, sequence_options(cell_options(base, c))));
+        seqs.push_back(copies.back().get());
+      }
+    }
+  }
+  ~Grid() {
+    copies.clear();
+    full.reset();
+  }
+};
+
+}  // namespace
+
+std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std::vector<int>& prompt,
+                                 const std::vector<Cell>& cells, const SessionOptions& base,
+                                 const GenerateOptions& go) {
+  Grid g(m, prompt, go.max_new + 1, cells, base);
+  const int V = m.config.vocab_size;
+  const size_t n = cells.size();
+  std::vector<Answer> out(n);
+  std::vector<int> next(n, 0), prev(n, -1);
+  std::vector<bool> going(n, true);
+  std::vector<DecodeStep> batch;
+  for (int step = 0; step < go.max_new; ++step) {
+    batch.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (!going[i]) continue;
+      const int id = Sampler::argmax(g.logits[i].data(), V);
+      out[i].ids.push_back(id);
+      if (tok.is_eog(id)) {
+        going[i] = false;
+        continue;
+      }
+      out[i].text += tok.decode_piece(prev[i], id);
+      prev[i] = id;
+      if ((go.stop_at_newline && answer_ends(out[i].text)) || step + 1 == go.max_new) {
+        going[i] = false;
+        continue;
+      }
+      next[i] = id;
+      batch.push_back({g.seqs[i], std::span<const int>(&next[i], 1), g.logits[i].data(), false});
+    }
+    if (batch.empty()) break;
+    decode_step(*g.ctx, batch);
+  }
+  return out;
+}
+
+void grid_teacher_force(const Model& m, const std::vector<int>& prompt, const std::vector<int>& forced,
+                        const std::vector<Cell>& cells, const SessionOptions& base,
+                        const std::function<void(size_t, int, const float*)>& fn) {
+  Grid g(m, prompt, static_cast<int64_t>(forced.size()) + 1, cells, base);
+  const size_t n = cells.size();
+  std::vector<DecodeStep> batch(n);
+  for (size_t step = 0; step < forced.size(); ++step) {
+    for (size_t i = 0; i < n; ++i) fn(i, static_cast<int>(step), g.logits[i].data());
+    if (step + 1 == forced.size()) break;
+    for (size_t i = 0; i < n; ++i)
+      batch[i] = {g.seqs[i], std::span<const int>(&forced[step], 1), g.logits[i].data(), false};
+    decode_step(*g.ctx, batch);
+  }
+}
+
+}  // namespace ckv::eval
