@@ -6,7 +6,9 @@
 // Model work stays tiny (stories260K, -n 4): these also run under ASan/UBSan.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -212,7 +214,7 @@ TEST(BadInputControl, RunSnapKV) {
 TEST(BadInputControl, InfoOnEveryFormat) {
   RunResult r = expect_ok({"info", "-m", stories()});
   EXPECT_NE(r.out.find("layers:"), std::string::npos);
-  if (!ckv::test::have_shared()) return;
+  CKV_REQUIRE_SHARED();
   r = expect_ok({"info", "-m", tiny_hf("tiny-qwen3")});
   EXPECT_NE(r.out.find("qwen3"), std::string::npos);
   r = expect_ok({"info", "-m", tiny_hf("tiny-llama3")});
@@ -227,7 +229,12 @@ TEST(BadInputControl, Perplexity) {
   TmpDir t("bad_input");
   write_file(t / "text.txt", "Once upon a time there was a little girl. She liked to play.");
   RunResult r = expect_ok({"perplexity", "-m", stories(), "-f", t / "text.txt"});
-  EXPECT_FALSE(r.out.empty());
+  // A number, finite and above 1 (a NaN would print null).
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j["ppl"].is_number()) << r.out;
+  EXPECT_TRUE(std::isfinite(j["ppl"].get<double>())) << r.out;
+  EXPECT_GT(j["ppl"].get<double>(), 1.0) << r.out;
+  EXPECT_TRUE(std::isfinite(j["mean_nll"].get<double>())) << r.out;
 }
 
 TEST(BadInputControl, Bench) {
@@ -516,9 +523,7 @@ TEST(BadInputOptions, PromptLongerThanContext) {
   std::string p;
   for (int i = 0; i < 40; ++i) p += "Once upon a time ";
   expect_error({"run", "-m", stories(), "-p", p, "-c", "16", "-n", "4"}, {"-c", "16"});
-  TmpDir t("bad_input");
-  write_file(t / "long.txt", p);
-  expect_error({"perplexity", "-m", stories(), "-f", t / "long.txt", "-c", "16"}, {t / "long.txt", "16"});
+  // perplexity scores a longer file in windows instead (PerplexityStridedWindows).
 }
 
 TEST(BadInputOptions, UnknownKvMethod) {
@@ -662,4 +667,244 @@ TEST(BadInputOptions, MissingModel) {
 TEST(BadInputOptions, UnparsableOptionValue) {
   expect_error({"run", "-m", stories(), "-p", "hi", "-n", "abc"}, {"--n-predict", "abc"});
   expect_error({"run", "-p", "hi"}, {"--model"});
+}
+
+// ------------------------------------------------- hardening (issue 12, item 4)
+
+// NaN or non-positive metadata the forward pass divides by: refused by key.
+TEST_F(GgufBad, NonFiniteOrNonPositiveMetadata) {
+  TmpDir t("bad_input");
+  const std::string full = t / "meta.gguf";
+  fs::copy_file(smollm(), full);
+  auto patch_f32 = [&](const std::string& key, float v) {
+    ASSERT_TRUE(layout_.meta_value.count(key)) << key;
+    std::fstream f(full, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(layout_.meta_value.at(key)));
+    f.write(reinterpret_cast<const char*>(&v), sizeof v);
+    ASSERT_TRUE(f.good());
+  };
+  const std::string base = "llama.rope.freq_base", eps = "llama.attention.layer_norm_rms_epsilon";
+  const float theta = 100000.0f, good_eps = 1e-5f;
+  for (float v : {std::nanf(""), -1.0f, 0.0f, INFINITY}) {
+    patch_f32(base, v);
+    expect_error({"run", "-m", full, "-p", "hi", "-n", "2"}, {full, base});
+  }
+  patch_f32(base, theta);
+  for (float v : {-1.0f, std::nanf("")}) {
+    patch_f32(eps, v);
+    expect_error({"info", "-m", full}, {full, eps});
+  }
+  patch_f32(eps, good_eps);
+  expect_ok({"info", "-m", full});
+}
+
+TEST(BadInputHardening, HeadDimCappedAtLoad) {
+  // llama2.c: dim 16384 over 8 heads is a head dim of 2048.
+  TmpDir t("bad_input");
+  std::string b = read_prefix(stories(), 64u << 20);
+  put<int32_t>(b, 0, 16384);
+  write_file(t / "hd.bin", b);
+  expect_error({"info", "-m", t / "hd.bin"}, {t / "hd.bin", "head dim 2048", "1024"});
+  CKV_REQUIRE_SHARED();
+  const std::string dir = copy_tiny(t, "tiny-qwen3");
+  nlohmann::json cfg = nlohmann::json::parse(ckv::test::read_text(dir + "/config.json"));
+  cfg["head_dim"] = 2048;
+  write_file(dir + "/config.json", cfg.dump());
+  expect_error({"info", "-m", dir}, {dir + "/config.json", "head_dim 2048", "1024"});
+}
+
+TEST(BadInputHardening, UntiedCheckpointWithoutLmHead) {
+  CKV_REQUIRE_SHARED();
+  TmpDir t("bad_input");
+  const std::string dir = copy_tiny(t, "tiny-llama3");  // tie_word_embeddings false
+  nlohmann::json index = nlohmann::json::parse(ckv::test::read_text(dir + "/model.safetensors.index.json"));
+  index["weight_map"].erase("lm_head.weight");
+  write_file(dir + "/model.safetensors.index.json", index.dump());
+  expect_error({"info", "-m", dir}, {"lm_head.weight", "tie_word_embeddings"});
+}
+
+TEST(BadInputHardening, MissingTokenizerJsonNamed) {
+  CKV_REQUIRE_SHARED();
+  TmpDir t("bad_input");
+  const std::string dir = copy_tiny(t, "tiny-qwen3");
+  RunResult r = expect_error({"tokenize", "-m", dir, "-p", "hi"}, {dir, "tokenizer.json", "not found"});
+  EXPECT_EQ(r.err.find("llama2.c"), std::string::npos) << r.err;
+}
+
+TEST(BadInputHardening, NonFiniteLogitsStop) {
+  TmpDir t("bad_input");
+  std::string b = read_prefix(stories(), 64u << 20);
+  put<float>(b, 28, std::nanf(""));  // token_embedding_table[0][0]: the logit of token 0 (tied)
+  write_file(t / "stories260K.bin", b);
+  fs::copy_file(ckv::test::source_dir() + "/models/stories260k/tok512.bin", t / "tok512.bin");
+  RunResult r = expect_error({"run", "-m", t / "stories260K.bin", "-p", "Once upon a time", "-n", "4", "--temp", "0"},
+                             {"non-finite logits"});
+  EXPECT_EQ(r.err.find("non-finite"), r.err.rfind("non-finite")) << "reported once: " << r.err;
+  write_file(t / "text.txt", "Once upon a time there was a little girl.");
+  expect_error({"perplexity", "-m", t / "stories260K.bin", "-f", t / "text.txt"}, {"non-finite logits", t / "text.txt"});
+}
+
+// Every numeric flag has a range and says it in one sentence.
+TEST(BadInputHardening, NumericFlagRanges) {
+  struct Case {
+    std::vector<std::string> args;
+    const char* says;
+  };
+  const std::string m = stories();
+  const std::vector<Case> cases = {
+      {{"run", "-m", m, "-p", "hi", "-c", "0"}, "--ctx-size must be an integer >= 1"},
+      {{"run", "-m", m, "-p", "hi", "-c", "-5"}, "--ctx-size must be an integer >= 1"},
+      {{"run", "-m", m, "-p", "hi", "--temp", "nan"}, "--temp must be in [0, 100]"},
+      {{"run", "-m", m, "-p", "hi", "--temp", "-1"}, "--temp must be in [0, 100]"},
+      {{"run", "-m", m, "-p", "hi", "--top-p", "2"}, "--top-p must be in (0, 1]"},
+      {{"run", "-m", m, "-p", "hi", "--top-p", "0"}, "--top-p must be in (0, 1]"},
+      {{"run", "-m", m, "-p", "hi", "--top-k", "-5"}, "--top-k must be an integer >= 0"},
+      {{"run", "-m", m, "-p", "hi", "-n", "-2"}, "--n-predict must be an integer >= -1"},
+      {{"run", "-m", m, "-p", "hi", "-n", "99999999999999999999999"}, "--n-predict must be an integer >= -1"},
+      {{"run", "-m", m, "-p", "hi", "-s", "-7"}, "--seed must be an integer >= -1"},
+      {{"run", "-m", m, "-p", "hi", "-t", "-1"}, "--threads must be an integer from 0 to 4096"},
+      {{"run", "-m", m, "-p", "hi", "--kv-budget", "0"}, "--kv-budget must be an integer >= 1"},
+      {{"run", "-m", m, "-p", "hi", "--kv-window", "0"}, "--kv-window must be an integer >= 1"},
+      {{"run", "-m", m, "-p", "hi", "--kv-kernel", "x"}, "--kv-kernel must be an integer >= 1"},
+      {{"run", "-m", m, "-p", "hi", "--kv-srh", "0"}, "--kv-srh must be an integer >= 1"},
+      {{"run", "-m", m, "-p", "hi", "--kv-sinks", "-1"}, "--kv-sinks must be an integer >= 0"},
+      {{"run", "-m", m, "-p", "hi", "--kv-alpha", "1.5"}, "--kv-alpha must be in [0, 1]"},
+      {{"run", "-m", m, "-p", "hi", "--kv-beta", "0"}, "--kv-beta must be an integer >= 1"},
+      {{"perplexity", "-m", m, "-f", m, "-c", "1"}, "--ctx-size must be an integer >= 2"},
+      {{"bench", "-m", m, "-p", "-1"}, "--n-prompt must be an integer >= 0"},
+      {{"bench", "-m", m, "-p", "8", "-n", "-3"}, "--n-gen must be an integer >= 0"},
+      {{"bench", "-m", m, "-d", "-5"}, "--n-depth must be an integer >= 0"},
+      {{"bench", "-m", m, "-r", "0"}, "--repetitions must be an integer >= 1"},
+  };
+  for (const Case& c : cases) {
+    RunResult r = expect_error(c.args, {c.says});
+    EXPECT_EQ(r.err.find("e+"), std::string::npos) << "no printed floating bound: " << r.err;
+  }
+  // -ngl (llama.cpp's GPU layers) is named, not read as "-n gl".
+  expect_error({"run", "-m", m, "-p", "hi", "-ngl", "99"}, {"unknown option '-ngl'"});
+  expect_error({"run", "-m", m, "-p", "hi", "--bogus"}, {"--bogus"});
+}
+
+TEST(BadInputHardening, UnknownSubcommandAndVersion) {
+  expect_error({"generate", "-m", stories()}, {"unknown subcommand 'generate'", "run"});
+  RunResult r = run_cli({"--version"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.out.rfind("compresskv ", 0), 0u) << r.out;
+  // --help shows the defaults.
+  r = run_cli({"run", "--help"});
+  EXPECT_EQ(r.status, 0);
+  for (const char* d : {"0.8", "0.95", "40", "-1", "full", "f32"}) EXPECT_NE(r.out.find(d), std::string::npos) << d;
+}
+
+// Flags that do nothing in the combination given say so, and the run goes on.
+TEST(BadInputHardening, IgnoredFlagsWarn) {
+  const std::string m = stories();
+  struct Case {
+    std::vector<std::string> extra;
+    const char* says;
+  };
+  for (const Case& c : std::vector<Case>{{{"--kv-budget", "16"}, "--kv-budget does nothing with --kv-method full"},
+                                         {{"--kv-method", "snapkv", "--kv-budget", "12", "--kv-window", "4",
+                                           "--kv-profile", "p.json"},
+                                          "--kv-profile does nothing with --kv-method snapkv"},
+                                         {{"--system", "be brief"}, "--system does nothing without --chat"},
+                                         {{"--top-k", "5"}, "--top-k does nothing with --temp 0"}}) {
+    std::vector<std::string> args = {"run", "-m", m, "-p", "Once upon a time there was", "-n", "2", "--temp", "0"};
+    args.insert(args.end(), c.extra.begin(), c.extra.end());
+    RunResult r = run_cli(args);
+    EXPECT_EQ(r.status, 0) << describe(args, r);
+    EXPECT_NE(r.err.find("warning: " + std::string(c.says)), std::string::npos) << describe(args, r);
+  }
+  RunResult r = run_cli({"bench", "-m", m, "-p", "8", "-n", "0", "-r", "1", "--kv-dump-kept", "x.json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: --kv-dump-kept does nothing in bench"), std::string::npos) << r.err;
+  if (!ckv::test::have_shared() || !fs::exists(smollm())) return;
+  r = run_cli({"info", "-m", smollm(), "--tokenizer", m});
+  EXPECT_NE(r.err.find("warning: --tokenizer is only read for llama2.c"), std::string::npos) << r.err;
+}
+
+TEST(BadInputHardening, MethodCheckedBeforeBudgetAndPathsBeforeWork) {
+  expect_error({"run", "-m", stories(), "-p", "hi", "--kv-method", "bogus"}, {"unknown --kv-method 'bogus'"});
+  TmpDir t("bad_input");
+  const std::string out = t / "no-such-dir/kept.json";
+  RunResult r = expect_error({"run", "-m", stories(), "-p", "Once upon a time", "-n", "2", "--kv-method", "snapkv",
+                              "--kv-budget", "12", "--kv-window", "4", "--kv-dump-kept", out},
+                             {"--kv-dump-kept", out, "does not exist"});
+  EXPECT_EQ(r.err.find("prompt tokens"), std::string::npos) << "refused before the work: " << r.err;
+  nlohmann::json heads;
+  for (int l = 0; l < 5; ++l) heads[std::to_string(l)] = {0, 1, 2, 3, 4, 5, 6, 7};
+  write_file(t / "heads.json", heads.dump());
+  expect_error({"profile", "import", "-m", stories(), "--heads", t / "heads.json", "-o", t.path.string()},
+               {"-o", "is a directory"});
+}
+
+// `> /dev/full`: every subcommand that writes to stdout fails.
+TEST(BadInputHardening, FullDiskFails) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  TmpDir t("bad_input");
+  write_file(t / "text.txt", "Once upon a time there was a little girl. She liked to play.");
+  const std::string bin = ckv::test::binary(), m = stories();
+  for (const std::string& cmd : {"run -m " + m + " -p 'Once upon' -n 4 --temp 0", "tokenize -m " + m + " -p hello",
+                                 "info -m " + m, "perplexity -m " + m + " -f " + t / "text.txt",
+                                 "bench -m " + m + " -p 8 -n 0 -r 1", std::string("--version")}) {
+    int st = std::system((bin + " " + cmd + " > /dev/full 2>" + t / "err").c_str());
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) != 0) << cmd;
+    EXPECT_NE(ckv::test::read_text(t / "err").find("writing standard output failed"), std::string::npos) << cmd;
+  }
+}
+
+// run ... > f 2>&1: the text and its newline come before the statistics.
+TEST(BadInputHardening, StdoutFlushedBeforeStatistics) {
+  TmpDir t("bad_input");
+  const std::string cmd = ckv::test::binary() + " run -m " + stories() + " -p 'Once upon a time' -n 8 --temp 0 > " +
+                          t / "all.txt" + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::string all = ckv::test::read_text(t / "all.txt");
+  size_t stats = all.find("prompt tokens:");
+  ASSERT_NE(stats, std::string::npos) << all;
+  ASSERT_GT(stats, 0u) << all;
+  EXPECT_EQ(all[stats - 1], '\n') << all;
+}
+
+TEST(BadInputHardening, PromptFromStdinAndTokenizeNeedsText) {
+  RunResult r = run_cli({"tokenize", "-m", stories(), "-f", "-"}, "Once upon a time");
+  EXPECT_EQ(r.status, 0) << r.err;
+  RunResult p = run_cli({"tokenize", "-m", stories(), "-p", "Once upon a time"});
+  EXPECT_EQ(r.out, p.out);
+  expect_error({"tokenize", "-m", stories()}, {"-p", "-f"});
+}
+
+// Bytes that are not UTF-8 become U+FFFD (Python's errors='replace'), said once.
+TEST(BadInputHardening, InvalidUtf8PromptReplaced) {
+  CKV_REQUIRE_SHARED();
+  if (!fs::exists(smollm())) GTEST_SKIP() << "no " << smollm();
+  TmpDir t("bad_input");
+  write_file(t / "bad.txt", "caf\xC3 ok \xE2\x82 x \xFF\xFE end");
+  RunResult r = run_cli({"tokenize", "-m", smollm(), "-f", t / "bad.txt"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  RunResult want = run_cli({"tokenize", "-m", smollm(), "-p", "caf\xEF\xBF\xBD ok \xEF\xBF\xBD x \xEF\xBF\xBD\xEF\xBF\xBD end"});
+  EXPECT_EQ(r.out, want.out);
+  EXPECT_EQ(nlohmann::json::parse(r.out)[0], nlohmann::json::parse(want.out)[0]);
+  EXPECT_EQ(r.err.find("warning"), r.err.rfind("warning")) << "one warning: " << r.err;
+  EXPECT_NE(r.err.find("4 byte sequences that are not UTF-8 replaced with U+FFFD"), std::string::npos) << r.err;
+  EXPECT_TRUE(want.err.empty()) << want.err;
+  // No token 0 (<|endoftext|>) from stray bytes.
+  for (int id : nlohmann::json::parse(r.out)) EXPECT_NE(id, 0);
+}
+
+// perplexity over more tokens than -c: llama.cpp's non-overlapping windows,
+// second half of each scored.
+TEST(BadInputHardening, PerplexityStridedWindows) {
+  TmpDir t("bad_input");
+  std::string text;
+  for (int i = 0; i < 12; ++i) text += "Once upon a time there was a little girl named Lily. ";
+  write_file(t / "long.txt", text);
+  RunResult r = expect_ok({"perplexity", "-m", stories(), "-f", t / "long.txt", "-c", "32"});
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  const int64_t n = j["tokens"];
+  ASSERT_GT(n, 64);
+  EXPECT_EQ(j["windows"], n / 32);
+  EXPECT_EQ(j["scored"], (n / 32) * 15);  // predictions from positions 16..30 of each window
+  EXPECT_TRUE(std::isfinite(j["ppl"].get<double>()));
+  EXPECT_GT(j["ppl"].get<double>(), 1.0);
 }

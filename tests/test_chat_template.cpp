@@ -130,3 +130,12 @@ TEST(ChatTemplate, NameForcesFamily) {
   EXPECT_EQ(ct.default_system, "");
   EXPECT_EQ(ct.render({{"user", "Hi"}}, false), "<|im_start|>user\nHi<|im_end|>\n");
 }
+
+// Detection errors name where the template text came from.
+TEST(ChatTemplate, ErrorsNameTheSource) {
+  std::string m = test::error_of([] { make_chat_template("{{ messages | tojson }}", "", "", "m.gguf (tokenizer.chat_template)"); });
+  EXPECT_NE(m.find("m.gguf (tokenizer.chat_template)"), std::string::npos) << m;
+  EXPECT_NE(m.find("--chat-template"), std::string::npos) << m;
+  m = test::error_of([] { make_chat_template("", "", "", "dir/tokenizer_config.json"); });
+  EXPECT_NE(m.find("dir/tokenizer_config.json has no chat template"), std::string::npos) << m;
+}

@@ -354,6 +354,21 @@ TEST(GGUF, MetadataErrors) {
   }
 }
 
+// Alignments 1 and 2 are powers of two but leave F32 data unaligned for a
+// float read in place: refused, saying what is accepted.
+TEST(GGUF, AlignmentBelowFourRefused) {
+  for (uint64_t a : {1u, 2u}) {
+    Small s;
+    s.alignment = a;
+    expect_error(s.build(), {"general.alignment", "power of two from 4", "found " + std::to_string(a)});
+  }
+  Small s;
+  s.alignment = 4;
+  const std::string p = write_tmp(s.build(), "align4");
+  EXPECT_NO_THROW(GGUFFile f(p));
+  std::remove(p.c_str());
+}
+
 TEST(GGUF, TensorInfoErrors) {
   auto with = [](auto edit) {
     Small s;
@@ -379,6 +394,11 @@ TEST(GGUF, TensorInfoErrors) {
   expect_error(with([](Small& s) { s.offsets = {0, 128, ~0ull - 31}; }), {"blk.0.attn_q.weight", "past end"});
   // A larger shape than the data written: the size runs past the end.
   expect_error(with([](Small& s) { s.tensors[2].ne = {32, 4}; }), {"blk.0.attn_q.weight", "past end"});
+  // Two tensors sharing bytes: output_norm inside tok_embd's 96 bytes.
+  expect_error(with([](Small& s) { s.offsets = {0, 64, 128}; }),
+               {"output_norm.weight", "overlaps tensor tok_embd.weight", "expected offset >= 96"});
+  // Same offset for two tensors.
+  expect_error(with([](Small& s) { s.offsets = {0, 128, 128}; }), {"overlaps", "output_norm.weight"});
   // A huge name length.
   Bytes b = Small().build();
   poke<uint64_t>(b, find(b, "tok_embd.weight") - 8, uint64_t(1) << 50);

@@ -157,7 +157,8 @@ TEST(Llama2c, BadHeaders) {
   bad(3, 7, {"not a multiple of n_heads"});
   bad(4, 3, {"not a multiple of n_kv_heads"});
   bad(3, 64, {"odd"});  // head dim 1
-  bad(0, 1 << 20, {"expected", "bytes, found"});  // plausible header, far too little data
+  bad(0, 1 << 20, {"head dim 131072", "at most 1024"});  // over 8 heads: a head dim past the cap
+  bad(0, 4096, {"expected", "bytes, found"});  // plausible header, far too little data
   bad(2, 1 << 20, {"expected", "bytes, found"});
   // Negative vocab: a separate classifier follows, which this file lacks.
   bad(5, -512, {"expected " + std::to_string(full.size() + 512 * 64 * 4) + " bytes"});

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -417,17 +416,14 @@ TEST(Press, FullKeepsEverything) {
   EXPECT_GE(press->layer_budget(1), 1000);
 }
 
-TEST(Press, ScoringIsLinearInPromptLength) {
-  // T = 8k, 9 heads, w = 8: O(T*w*hd) per head, no T^2 (which would take minutes).
+// A long prompt (T = 8k, 9 heads, w = 8) selects its budget; how fast is a
+// benchmark's question, not a test's.
+TEST(Press, SelectsAtLongPromptLength) {
   const int T = 8192, H = 9, G = 3, hd = 64;
   Layer L = random_layer(T, H, G, hd, 8);
   auto press = make_press("snapkv", params(256), {1, H, G, hd}, nullptr);
-  auto t0 = std::chrono::steady_clock::now();
   auto kept = press->select(L.view());
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(kept[0].size(), 256u);
-  EXPECT_LT(s, 5.0);
-  std::printf("snapkv select, T=%d, %d heads, hd %d: %.1f ms\n", T, H, hd, s * 1e3);
 }
 
 // ---- settings validation ---------------------------------------------------

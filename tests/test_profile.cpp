@@ -130,6 +130,10 @@ TEST(Profile, ValidationNamesFileAndField) {
     EXPECT_NE(e.find(path), std::string::npos) << c.what << ": " << e;
     EXPECT_NE(e.find(c.field), std::string::npos) << c.what << ": " << e;
   }
+  // A number JSON cannot hold (found by fuzz_profile): nlohmann throws
+  // out_of_range, not parse_error; still a bad file, named.
+  std::string huge = write("huge.json", "{\"layer_scores\": [1e400]}");
+  EXPECT_NE(error_of([&] { Profile::load(huge); }).find(huge), std::string::npos);
   std::string path = write("broken.json", "{\"version\": 1,");
   EXPECT_NE(error_of([&] { Profile::load(path); }).find(path), std::string::npos);
   EXPECT_NE(error_of([] { Profile::load("/nonexistent/p.json"); }).find("/nonexistent/p.json"), std::string::npos);

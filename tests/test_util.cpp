@@ -17,6 +17,10 @@ std::string shared_dir() { return CKV_SHARED_DIR; }
 std::string source_dir() { return CKV_SOURCE_DIR; }
 std::string binary() { return CKV_BINARY; }
 bool have_shared() { return std::filesystem::exists(shared_dir() + "/golden"); }
+bool under_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

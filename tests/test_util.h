@@ -18,6 +18,7 @@ std::string shared_dir();  // ../shared beside the source tree
 std::string source_dir();
 std::string binary();      // path of the compresskv program
 bool have_shared();         // false when ../shared is absent (tests then skip)
+bool under_ci();            // CI=true in the environment
 std::string read_text(const std::string& path);
 nlohmann::json read_json(const std::string& path);
 std::vector<float> read_f32(const std::string& path);
@@ -66,7 +67,13 @@ inline std::string error_of(const std::function<void()>& f) {
       EXPECT_NE(msg_.find(s_), std::string::npos) << "'" << s_ << "' not in: " << msg_; \
   } while (0)
 
-#define CKV_REQUIRE_SHARED()                                      \
-  do {                                                            \
-    if (!ckv::test::have_shared()) GTEST_SKIP() << "no ../shared"; \
+// Skips a test that needs ../shared when it is absent, except under CI=true,
+// where a missing ../shared is a failure (ctest counts a skip as a pass).
+#define CKV_REQUIRE_SHARED()                                                                       \
+  do {                                                                                             \
+    if (!ckv::test::have_shared()) {                                                               \
+      if (ckv::test::under_ci()) GTEST_FAIL() << "../shared is missing (" << ckv::test::shared_dir() \
+                                              << ") and CI=true: the golden tests cannot run";     \
+      GTEST_SKIP() << "no ../shared";                                                              \
+    }                                                                                              \
   } while (0)

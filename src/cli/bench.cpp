@@ -87,7 +87,8 @@ double one_rep(Context& ctx, const SequenceOptions& so, int batch, int P, int N,
     count = int64_t(N) * batch;
   }
   row.kv_bytes = row.kv_full = 0;
-  size_t peak = ctx.fixed_bytes() + weight_bytes(m);
+  // On the CPU the weights are the model's own bytes; a GPU backend counts its copies in fixed_bytes().
+  size_t peak = ctx.fixed_bytes() + (ctx.backend().host_memory() ? weight_bytes(m) : 0);
   for (auto& s : seqs) {
     row.kv_bytes += s->kv().bytes();
     row.kv_full += s->kv().full_bytes(s->n_past());
@@ -104,6 +105,7 @@ static int bench(const BenchArgs& a) {
   Profile prof;
   const SessionOptions so = session_options(a.kv, *m, prof);
   const SequenceOptions seq_opt = sequence_options(so);
+  const auto make_backend = backend_factory(a.model, so.q8_matmul);
   std::vector<Row> rows;
   for (int D : a.depth) {
     for (int P : a.n_prompt)
@@ -112,7 +114,7 @@ static int bench(const BenchArgs& a) {
       if (N > 0) rows.push_back({"tg" + std::to_string(N), 0, N, D});
   }
   if (rows.empty()) throw Error("nothing to measure: -p and -n are both 0");
-  const std::string backend = "CPU";
+  const std::string backend = device_of(a.model) == "cuda" ? "CUDA" : "CPU";
   const int threads = omp_get_max_threads();
   const std::string method = a.kv.select.empty() ? a.kv.method : a.kv.select + "+" + a.kv.alloc;
   const bool full = method == "full";
@@ -131,7 +133,7 @@ static int bench(const BenchArgs& a) {
     ContextOptions co = context_options(so);
     co.n_ctx = static_cast<int>(need);
     co.max_seqs = a.batch;
-    Context ctx(*m, make_cpu_backend(so.q8_matmul), co);
+    Context ctx(*m, make_backend(), co);
     if (!a.no_warmup) {
       Row w;
       one_rep(ctx, seq_opt, a.batch, std::min(r.n_prompt, 32), std::min(r.n_gen, 4),
@@ -168,6 +170,10 @@ CLI::App* add_bench(CLI::App& app, std::function<int()>& action) {
   auto* a = &args;
   CLI::App* c = app.add_subcommand("bench", "prompt-processing and generation speed, llama-bench style");
   add_model_args(c, a->model);
+  c->add_option("--random-weights", a->model.random_weights,
+                "instead of -m: seeded random bf16 weights of this config.json's shape, on the GPU (speed only, "
+                "never quality; configs/ has Llama-3.1-8B, Mistral-7B-v0.3, Qwen2.5-7B)");
+  c->add_option("--seed", a->model.seed, "seed of --random-weights (default 0)");
   add_session_args(c, a->kv);
   c->add_option("-p,--n-prompt", a->n_prompt, "prompt tokens (0 leaves pp out; several values allowed)")->delimiter(',');
   c->add_option("-n,--n-gen", a->n_gen, "generated tokens (0 leaves tg out)")->delimiter(',');

@@ -7,20 +7,48 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/session.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "model/model.h"
 #include "profile/profile.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ckv::cli {
 
+// Range checks for numeric flags, as CLI11 validators: the value must parse
+// whole and lie in the range, else CLI11 reports "FLAG: must be ..., found X"
+// (main.cpp prints it as "FLAG must be ..."). `note` is added to the sentence,
+// e.g. "(-1: until end of sequence)".
+CLI::Validator int_range(int64_t lo, int64_t hi, const std::string& note = "");
+// Finite reals in [lo, hi], or (lo, hi] when lo_open.
+CLI::Validator real_range(double lo, double hi, bool lo_open = false, const std::string& note = "");
+// bench's own flags (-p, -n, -d, -r), checked by name: ranges attached to the
+// options (call it after they are added; options it does not find are left
+// alone), and the rule that a test needs -p or -n above 0.
+void check_bench_flags(CLI::App* bench);
+// Error naming `flag` unless `path` can be created or replaced: its folder
+// exists and is writable, and it is not a folder itself. Call it before the work.
+void check_output_path(const std::string& path, const std::string& flag);
+// True when every logit is finite; run and perplexity stop with an error
+// otherwise (a model with a NaN weight, say), eval should too.
+bool finite_logits(const float* logits, int n);
+// One stderr warning.
+void warn(const std::string& what);
+
 struct ModelArgs {
   std::string model;
   std::string tokenizer;  // llama2.c tokenizer file
   int threads = 0;        // 0 = all cores
+  std::string device;     // --device cpu|cuda; "" = cuda when built with CUDA and a GPU is present
+  std::string random_weights;  // bench: a config.json whose shape gets seeded random weights (speed only)
+  uint64_t seed = 0;
 };
 void add_model_args(CLI::App* app, ModelArgs& a);
-// Loads the model and sets the thread count.
+// Loads the model (or builds the random-weights model) and sets the thread count.
 std::unique_ptr<Model> load(const ModelArgs& a);
+// "cpu" or "cuda": --device, or the default (cuda when available).
+std::string device_of(const ModelArgs& a);
+// Makes the backend --device names (q8: the CPU's --matmul q8).
+std::function<std::unique_ptr<Backend>()> backend_factory(const ModelArgs& a, bool q8);
 // The model's tokenizer, or an error saying the model has none.
 std::unique_ptr<Tokenizer> tokenizer_for(const Model& m);
 
@@ -37,9 +65,11 @@ struct SessionArgs {
   std::string dump_kept;
   std::string matmul = "exact";  // --matmul exact|q8
   std::string kv_type = "f32";   // --kv-type f32|f16
+  const CLI::App* app = nullptr;  // the subcommand: which flags were given
 };
 void add_session_args(CLI::App* app, SessionArgs& a);
 // Session options for these flags; loads and checks the profile into `prof`.
+// Checks the method name first, then warns about flags the method ignores.
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof);
 // Path of a shipped profile (profiles/) matching the model's shape and
 // fingerprint, "" when none.
@@ -49,7 +79,9 @@ bool profile_needed(const std::string& method, const std::string& select, const 
 // --kv-dump-kept: {"prompt_tokens": T, "layers": [[[...], ...], ...]}.
 void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens);
 
-// Prompt text from -p or -f (file contents), "" when neither.
+// Prompt text from -p or -f (file contents; "-" is standard input), "" when
+// neither. Bytes that are not UTF-8 become U+FFFD, with one warning (what a
+// reference tokenizer sees of a file decoded with errors='replace').
 std::string prompt_text(const std::string& text, const std::string& file);
 std::string human_bytes(double b);
 // Resident set size of this process now and at its peak (bytes, /proc).

@@ -23,6 +23,7 @@ CLI::App* add_profile(CLI::App& app, std::function<int()>& action) {
   imp->add_option("-o,--output", a->out, "profile file to write")->required();
   imp->callback([a, &action] {
     action = [a] {
+      check_output_path(a->out, "-o");
       auto m = load(a->model);
       const ModelConfig& c = m->config;
       Profile p = import_published_profile(a->heads, a->scores, c.arch, c.n_layers, c.n_heads, c.n_kv_heads,

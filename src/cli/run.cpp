@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdio>
 
 #include "cli/common.h"
@@ -60,14 +61,28 @@ class StopFilter {
   std::string buf_;
 };
 
-int run(const RunArgs& a) {
+// Flags the combination given does not read (CLI11 tells given from default).
+void warn_unused_run_flags(const RunArgs& a, const CLI::App& app) {
+  auto given = [&](const char* f) { return app.count(f) > 0; };
+  for (const char* f : {"--system", "--chat-template"})
+    if (given(f) && !a.chat) warn(std::string(f) + " does nothing without --chat (ignored)");
+  if (a.temp == 0.0f)
+    for (const char* f : {"--top-k", "--top-p", "--seed"})
+      if (given(f)) warn(std::string(f) + " does nothing with --temp 0 (greedy decoding; ignored)");
+}
+
+int run(const RunArgs& a, const CLI::App& app) {
+  // Everything that can be refused without the model, before loading it.
+  warn_unused_run_flags(a, app);
+  if (!a.kv.dump_kept.empty()) check_output_path(a.kv.dump_kept, "--kv-dump-kept");
   auto m = load(a.model);
   auto tok = tokenizer_for(*m);
   std::string text = prompt_text(a.prompt, a.file);
   if (a.chat) {
     const TokenizerData& v = m->vocab;
     std::string bos_text = v.bos >= 0 ? v.tokens[v.bos] : "";
-    ChatTemplate t = make_chat_template(v.chat_template, bos_text, a.chat_template);
+    ChatTemplate t = make_chat_template(v.chat_template, bos_text, a.chat_template,
+                                        v.chat_template_source.empty() ? m->path : v.chat_template_source);
     std::vector<ChatMessage> msgs;
     if (!a.system.empty()) msgs.push_back({"system", a.system});
     msgs.push_back({"user", text});
@@ -82,6 +97,7 @@ int run(const RunArgs& a) {
 
   Profile prof;
   SessionOptions so = session_options(a.kv, *m, prof);
+  so.make_backend = backend_factory(a.model, so.q8_matmul);
   so.n_ctx = a.ctx;
   int n_ctx = a.ctx > 0 ? a.ctx : m->config.context;
   if (static_cast<int64_t>(ids.size()) > n_ctx)
@@ -107,6 +123,12 @@ int run(const RunArgs& a) {
   auto t0 = clock::now();
   s.prefill(ids, logits.data());
   auto t1 = clock::now();
+  auto check_logits = [&](int64_t pos) {
+    if (!finite_logits(logits.data(), V))
+      throw Error(m->path + ": the model gave non-finite logits (NaN or infinity) at position " + std::to_string(pos) +
+                  ": its weights are broken (or overflow); nothing sensible can be generated");
+  };
+  check_logits(static_cast<int64_t>(ids.size()) - 1);
   if (tty && so.on_progress) std::fprintf(stderr, "\r\033[K");
   if (!a.kv.dump_kept.empty()) dump_kept(a.kv.dump_kept, s, static_cast<int64_t>(ids.size()));
 
@@ -122,10 +144,12 @@ int run(const RunArgs& a) {
     std::fflush(stdout);
     if (hit || i + 1 == n_gen) break;
     s.decode(next, logits.data());
+    check_logits(s.n_past() - 1);
   }
   if (!hit) std::fputs(stops.push(dec.flush(), hit).c_str(), stdout);
   if (!hit) std::fputs(stops.flush().c_str(), stdout);
   if (generated > 0) std::fputs("\n", stdout);  // as llama2.c ends its output
+  std::fflush(stdout);  // the text before the statistics in `run ... > f 2>&1`
   auto t2 = clock::now();
   double pp_s = std::chrono::duration<double>(t1 - t0).count(), tg_s = std::chrono::duration<double>(t2 - t1).count();
   std::fprintf(stderr, "prompt tokens: %zu, prompt tokens/s: %.2f, generated tokens: %lld, generated tokens/s: %.2f\n",
@@ -150,15 +174,18 @@ CLI::App* add_run(CLI::App& app, std::function<int()>& action) {
   c->add_flag("--chat", a->chat, "wrap the prompt as one user message of the model's chat template");
   c->add_option("--system", a->system, "system message (with --chat)");
   c->add_option("--chat-template", a->chat_template, "chat template family: chatml, llama3, mistral, llama2");
-  c->add_option("-n,--n-predict", a->n_predict, "tokens to generate (-1: until end of sequence or context)");
-  c->add_option("-c,--ctx-size", a->ctx, "context size (default: the model's)");
-  c->add_option("--temp", a->temp, "temperature (0 = greedy)");
-  c->add_option("--top-k", a->top_k, "top-k (0 = off)");
-  c->add_option("--top-p", a->top_p, "top-p (1 = off)");
-  c->add_option("-s,--seed", a->seed, "random seed (default: random)");
+  c->add_option("-n,--n-predict", a->n_predict, "tokens to generate (-1: until end of sequence or context)")
+      ->check(int_range(-1, INT32_MAX, "(-1: until end of sequence or context)"));
+  c->add_option("-c,--ctx-size", a->ctx, "context size (default: the model's)")
+      ->check(int_range(1, INT32_MAX, "(leave -c out for the model's context)"))
+      ->default_str("the model's");
+  c->add_option("--temp", a->temp, "temperature (0 = greedy)")->check(real_range(0, 100, false, "(0: greedy)"));
+  c->add_option("--top-k", a->top_k, "top-k (0 = off)")->check(int_range(0, INT32_MAX, "(0: off)"));
+  c->add_option("--top-p", a->top_p, "top-p (1 = off)")->check(real_range(0, 1, true, "(1: off)"));
+  c->add_option("-s,--seed", a->seed, "random seed (-1: random)")->check(int_range(-1, INT64_MAX, "(-1: random)"));
   c->add_option("--stop", a->stop, "stop at this string (repeatable)");
   c->add_flag("--ignore-eos", a->ignore_eos, "do not stop at end-of-sequence tokens");
-  c->callback([a, &action] { action = [a] { return run(*a); }; });
+  c->callback([a, c, &action] { action = [a, c] { return run(*a, *c); }; });
   return c;
 }
 

@@ -18,10 +18,12 @@ CLI::App* add_tokenize(CLI::App& app, std::function<int()>& action) {
   auto* a = &args;
   CLI::App* c = app.add_subcommand("tokenize", "print the token ids of a text as a JSON array");
   add_model_args(c, a->model);
-  c->add_option("-p,--prompt", a->prompt, "text");
-  c->add_option("-f,--file", a->file, "text file");
+  CLI::Option* p = c->add_option("-p,--prompt", a->prompt, "text");
+  CLI::Option* f = c->add_option("-f,--file", a->file, "text file (- for standard input)");
   c->add_flag("--no-parse-special", a->no_special, "treat special-token text as plain text");
-  c->callback([a, &action] {
+  c->callback([a, p, f, &action] {
+    // An empty -p "" is a text; neither flag is a mistake.
+    if (p->count() == 0 && f->count() == 0) throw CLI::ValidationError("tokenize", "needs -p TEXT or -f FILE");
     action = [a] {
       auto m = load(a->model);
       auto tok = tokenizer_for(*m);

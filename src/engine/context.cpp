@@ -16,7 +16,8 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
   const ModelConfig& c = m.config;
   if (opt_.n_ctx <= 0) opt_.n_ctx = c.context;
   if (opt_.max_seqs < 1) throw Error("context: max_seqs must be at least 1");
-  opt_.chunk = std::max(1, opt_.chunk);
+  if (opt_.chunk <= 0) opt_.chunk = b_->preferred_chunk();
+  opt_.chunk = std::min<int64_t>(opt_.chunk, std::max(opt_.n_ctx, 1));
   opt_.max_window = std::max(1, opt_.max_window);
   decode_rows_ = opt_.max_seqs * kMaxDecodeTokens;
   const int64_t N = opt_.n_ctx;

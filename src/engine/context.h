@@ -16,7 +16,7 @@ namespace ckv {
 struct ContextOptions {
   int n_ctx = 0;        // positions per sequence; 0 = the model's context
   int max_seqs = 1;     // sequences one decode step may serve
-  int chunk = 256;      // rows per matrix product while reading a prompt
+  int chunk = 0;        // rows per matrix product while reading a prompt; 0 = the backend's choice
   int max_window = 64;  // query rows a press may score with (--kv-window at most this)
   KvType kv_type = KvType::F32;
   // KV pool size in pages; 0 = room for max_seqs full caches of n_ctx

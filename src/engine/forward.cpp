@@ -155,13 +155,36 @@ void decode_step(Context& ctx, std::span<DecodeStep> batch) {
     output_and_ffn(b, w, ws, ws.x, ws.att, R, dim, c.hidden_dim);
   }
 
-  // Logits: every row of a sequence that asks for all, else its last row.
+  // Logits: the sequences' last rows packed together through one product
+  // (one read of the output matrix for the whole batch); a sequence that
+  // asks for every row gets its own.
+  int64_t packed = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const DecodeStep& st = batch[i];
     const int n = static_cast<int>(st.tokens.size());
     if (st.all_logits) logits_of(b, m, ws, ws.x + int64_t(items[i].row0) * dim, n, st.logits);
-    else if (st.logits) logits_of(b, m, ws, ws.x + int64_t(items[i].row0 + n - 1) * dim, 1, st.logits);
-    st.seq->n_past_ += n;
+    else if (st.logits) {
+      const int64_t src = items[i].row0 + n - 1;
+      if (src != packed) b.copy(ws.x + packed * dim, ws.x + src * dim, sizeof(float) * dim);
+      ++packed;
+    }
+  }
+  if (packed > 0) {
+    for (int64_t r0 = 0; r0 < packed; r0 += ws.logit_rows) {
+      const int64_t nr = std::min<int64_t>(ws.logit_rows, packed - r0);
+      b.rmsnorm(ws.x + r0 * dim, m.output_norm, ws.xn, nr);
+      const MatmulOut o[] = {{&m.output, ws.logits}};
+      b.matmul(o, ws.xn, nr);
+      int64_t row = 0;  // the batch's sequences in order, skipping those served above
+      for (const DecodeStep& st : batch) {
+        if (st.all_logits || !st.logits) continue;
+        if (row >= r0 && row < r0 + nr) b.download(st.logits, ws.logits + (row - r0) * V, sizeof(float) * V);
+        ++row;
+      }
+    }
+  }
+  for (const DecodeStep& st : batch) {
+    st.seq->n_past_ += static_cast<int64_t>(st.tokens.size());
     st.seq->note_peak();
   }
 }

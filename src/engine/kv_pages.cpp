@@ -85,6 +85,18 @@ KvCache::~KvCache() {
   }
 }
 
+// Only what changed goes to the device: the new page ids of a head, and the
+// lengths (one small array).
+void KvCache::sync_pages(size_t h, int32_t from, int32_t to) {
+  if (host_tables_) return;
+  const size_t off = h * max_pages_ + from;
+  pool_.backend().upload(dev_table_ + off, table_.data() + off, (to - from) * sizeof(int32_t));
+}
+
+void KvCache::sync_lengths() {
+  if (!host_tables_) pool_.backend().upload(dev_len_, len_.data(), len_.size() * sizeof(int32_t));
+}
+
 void KvCache::sync_device(size_t first_head, size_t n_heads) {
   if (host_tables_ || n_heads == 0) return;
   Backend& b = pool_.backend();
@@ -110,16 +122,15 @@ void KvCache::grow(int n) {
                 std::to_string(pool_.page_bytes()) + " bytes needed, " +
                 std::to_string(pool_.capacity() - pool_.in_use()) + " free");
   size_t next = 0;
-  size_t first_changed = len_.size(), last_changed = 0;
   for (size_t h = 0; h < len_.size(); ++h) {
     const int64_t pages = (int64_t(len_[h]) + n + P - 1) / P;
+    const int32_t before = n_pages_[h];
     while (n_pages_[h] < pages) table_[h * max_pages_ + n_pages_[h]++] = scratch_[next++];
+    if (n_pages_[h] > before) sync_pages(h, before, n_pages_[h]);
     len_[h] += n;
-    first_changed = std::min(first_changed, h);
-    last_changed = h;
   }
   pages_held_ += need;
-  sync_device(first_changed, last_changed + 1 - first_changed);
+  sync_lengths();
 }
 
 void KvCache::grow_head(int layer, int g, int n) {
@@ -136,10 +147,11 @@ void KvCache::grow_head(int layer, int g, int n) {
     throw Error("KV cache pool is full: " + std::to_string(need) + " more pages of " +
                 std::to_string(pool_.page_bytes()) + " bytes needed, " +
                 std::to_string(pool_.capacity() - pool_.in_use()) + " free");
+  sync_pages(h, n_pages_[h], n_pages_[h] + static_cast<int32_t>(need));
   n_pages_[h] += static_cast<int32_t>(need);
   len_[h] += n;
   pages_held_ += need;
-  sync_device(h, 1);
+  sync_lengths();
 }
 
 void KvCache::shrink(int n) {
@@ -151,7 +163,7 @@ void KvCache::shrink(int n) {
     pages_held_ -= n_pages_[h] - pages;
     n_pages_[h] = pages;
   }
-  sync_device(0, len_.size());
+  sync_lengths();  // the device reads a head's pages up to its length only
 }
 
 void KvCache::clear() {
@@ -161,7 +173,7 @@ void KvCache::clear() {
     len_[h] = 0;
   }
   pages_held_ = 0;
-  sync_device(0, len_.size());
+  sync_lengths();  // the device reads a head's pages up to its length only
 }
 
 const uint8_t* KvCache::row_ptr(int layer, int g, int row) const {

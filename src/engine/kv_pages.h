@@ -106,6 +106,8 @@ class KvCache {
   size_t idx(int layer, int g) const { return static_cast<size_t>(layer) * G_ + g; }
   const uint8_t* row_ptr(int layer, int g, int row) const;
   void sync_device(size_t first_head, size_t n_heads);
+  void sync_pages(size_t head, int32_t from, int32_t to);
+  void sync_lengths();
   KvPool& pool_;
   int L_, G_, max_pages_;
   int64_t max_ctx_;

@@ -19,7 +19,7 @@ struct SessionOptions {
   PressParams press;
   const Profile* profile = nullptr;
   int n_ctx = 0;    // maximum positions; 0 = the model's context
-  int chunk = 256;  // rows per matrix product while reading a prompt
+  int chunk = 0;    // rows per matrix product while reading a prompt; 0 = the backend's choice
   KvType kv_type = KvType::F32;  // cache rows: f32 (exact) or f16
   bool q8_matmul = false;        // CPU: 8-bit activations for decode products (--matmul q8)
   int keep_queries = 0;          // prompt queries kept per layer (compress_copy)

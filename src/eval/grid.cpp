@@ -7,6 +7,7 @@
 #include "engine/forward.h"
 #include "engine/sampler.h"
 #include "press/press.h"
+#include "tokenizer/utf8.h"
 #include "util/error.h"
 
 namespace ckv::eval {
@@ -98,7 +99,7 @@ struct Grid {
     ContextOptions co = context_options(fo);
     co.max_seqs = static_cast<int>(cells.size());
     co.n_ctx = static_cast<int>(std::min<int64_t>(m.config.context, static_cast<int64_t>(prompt.size()) + extra));
-    ctx = std::make_unique<Context>(m, make_cpu_backend(base.q8_matmul), co);
+    ctx = std::make_unique<Context>(m, base.make_backend ? base.make_backend() : make_cpu_backend(base.q8_matmul), co);
     full = std::make_unique<Sequence>(*ctx, sequence_options(fo));
     const int V = m.config.vocab_size;
     std::vector<float> full_logits(V);
@@ -155,6 +156,7 @@ std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std
     if (batch.empty()) break;
     decode_step(*g.ctx, batch);
   }
+  for (auto& a : out) a.text = utf8::replace_invalid(a.text);  // an answer may stop inside a character
   return out;
 }
 

@@ -87,6 +87,9 @@ class Backend {
   virtual int kv_page_rows() const = 0;
   // Device pointers are host addresses (the CPU): no copies for metadata.
   virtual bool host_memory() const = 0;
+  // Prompt rows per chunk of a layer-major read that keep this device busy
+  // (the CPU: a few hundred; a GPU's attention needs thousands).
+  virtual int preferred_chunk() const { return 256; }
 
   // ---- memory (device pointers; sizes in bytes)
   // Throws ckv::Error naming `what` and the size when the device is out of memory.

@@ -233,8 +233,11 @@ GGUFFile::GGUFFile(const std::string& p) : file_(MappedFile::open(p)) {
     const auto& v = kv_.at("general.alignment").v;
     int64_t a = std::holds_alternative<int64_t>(v) ? std::get<int64_t>(v) : 0;
     if (std::holds_alternative<uint64_t>(v)) a = int64_t(std::min<uint64_t>(std::get<uint64_t>(v), 1ull << 62));
-    if (a <= 0 || (a & (a - 1)) != 0 || a > (1 << 30))
-      throw file_error(path, "general.alignment: expected a power of two integer up to 2^30, found " +
+    // At least 4: F32 tensors are read in place as float, so their data must
+    // be 4-byte aligned (writers use 32; the spec's values are powers of two).
+    if (a <= 0 || (a & (a - 1)) != 0 || a > (1 << 30) || a % 4 != 0)
+      throw file_error(path, "general.alignment: expected a power of two from 4 to 2^30 (a multiple of 4, so "
+                             "that tensor data can be read in place), found " +
                                  (a > 0 ? std::to_string(a) : std::string("a non-positive or non-integer value")));
     alignment = uint64_t(a);
   }
@@ -262,8 +265,23 @@ GGUFFile::GGUFFile(const std::string& p) : file_(MappedFile::open(p)) {
                                  " (bytes after the data start at " + std::to_string(data_start) + "), found " +
                                  std::to_string(ti.offset) + " + " + std::to_string(ti.t.nbytes));
     ti.t.data = file_->data() + data_start + ti.offset;
-    tensors_.push_back(std::move(ti.t));
   }
+  // No two tensors may share bytes: each one's data must end before the next begins.
+  std::vector<const TensorInfo*> by_offset;
+  for (const auto& ti : infos) by_offset.push_back(&ti);
+  std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* x, const TensorInfo* y) {
+    return x->offset != y->offset ? x->offset < y->offset : x->t.nbytes < y->t.nbytes;
+  });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const TensorInfo& a = *by_offset[i - 1];
+    const TensorInfo& b = *by_offset[i];
+    if (b.offset < a.offset + a.t.nbytes)
+      throw file_error(path, "tensor " + b.t.name + ": data at offset " + std::to_string(b.offset) +
+                                 " overlaps tensor " + a.t.name + " (" + dtype_name(a.t.type) + ", " +
+                                 std::to_string(a.t.nbytes) + " bytes at offset " + std::to_string(a.offset) +
+                                 "): expected offset >= " + std::to_string(a.offset + a.t.nbytes));
+  }
+  for (auto& ti : infos) tensors_.push_back(std::move(ti.t));
 }
 
 const Tensor* GGUFFile::find(const std::string& name) const {

@@ -1,5 +1,6 @@
 // GGUF file -> Model: hyperparameters from "<arch>.*" metadata, tensors by
 // llama.cpp's names (blk.N.attn_q.weight, ...), tokenizer from tokenizer.ggml.*.
+#include <cmath>
 #include <set>
 
 #include "model/gguf.h"
@@ -33,14 +34,22 @@ void load_gguf_model(Model& m, const std::string& path) {
                                " does not divide the embedding length " + std::to_string(c.dim));
   int64_t head_dim = f->get_int(key("attention.key_length"), c.dim / c.n_heads);
   int64_t context = f->get_int(key("context_length"), 4096);
-  if (head_dim <= 0 || head_dim > 4096)
-    throw file_error(path, key("attention.key_length") + " out of range: " + std::to_string(head_dim));
+  if (head_dim <= 0 || head_dim > kMaxHeadDim)
+    throw file_error(path, key("attention.key_length") + " (head dim) " + std::to_string(head_dim) +
+                               " is out of range: expected 1.." + std::to_string(kMaxHeadDim));
   if (context <= 0 || context > (int64_t(1) << 30))
     throw file_error(path, key("context_length") + " out of range: " + std::to_string(context));
   c.head_dim = static_cast<int>(head_dim);
   c.context = static_cast<int>(context);
-  c.norm_eps = static_cast<float>(f->get_float(key("attention.layer_norm_rms_epsilon"), 1e-5));
-  c.rope.theta = static_cast<float>(f->get_float(key("rope.freq_base"), 10000.0));
+  // Values the forward pass divides by or takes powers of: finite and positive.
+  auto positive = [&](const std::string& k, double dflt) {
+    double v = f->get_float(k, dflt);
+    if (!std::isfinite(v) || !(v > 0) || !std::isfinite(float(v)) || float(v) == 0.0f)
+      throw file_error(path, "metadata " + k + ": expected a finite positive number, found " + std::to_string(v));
+    return static_cast<float>(v);
+  };
+  c.norm_eps = positive(key("attention.layer_norm_rms_epsilon"), 1e-5);
+  c.rope.theta = positive(key("rope.freq_base"), 10000.0);
   int64_t rope_dims = f->get_int(key("rope.dimension_count"), c.head_dim);
   if (rope_dims != c.head_dim)
     throw file_error(path, "partial rotary embeddings are not supported: rope.dimension_count " +
@@ -48,7 +57,7 @@ void load_gguf_model(Model& m, const std::string& path) {
   std::string scaling = f->get_str(key("rope.scaling.type"), "none");
   if (scaling == "linear") {
     c.rope.scaling = "linear";
-    c.rope.factor = static_cast<float>(f->get_float(key("rope.scaling.factor"), 1.0));
+    c.rope.factor = positive(key("rope.scaling.factor"), 1.0);
   } else if (scaling != "none") {
     throw file_error(path, "unsupported rope scaling type '" + scaling + "' (supported: none, linear, llama3)");
   }
@@ -79,6 +88,10 @@ void load_gguf_model(Model& m, const std::string& path) {
       throw file_error(path, "rope_freqs.weight: expected " + std::to_string(c.head_dim / 2) + " values, found " +
                                  std::to_string(r.numel()));
     const float* p = static_cast<const float*>(r.data);
+    for (int64_t i = 0; i < r.numel(); ++i)
+      if (!std::isfinite(p[i]) || !(p[i] > 0))
+        throw file_error(path, "rope_freqs.weight[" + std::to_string(i) + "]: expected a finite positive divisor, found " +
+                                   std::to_string(p[i]));
     c.rope.freq_factors.assign(p, p + r.numel());
     c.rope.scaling = "llama3";
   }

@@ -134,6 +134,9 @@ ModelConfig parse_hf_config(const json& j, const std::string& path) {
     throw file_error(path, "num_attention_heads " + std::to_string(c.n_heads) +
                                " is not a multiple of num_key_value_heads " + std::to_string(c.n_kv_heads));
   if (c.head_dim % 2 != 0) throw file_error(path, "head_dim " + std::to_string(c.head_dim) + " is odd");
+  if (c.head_dim > kMaxHeadDim)
+    throw file_error(path, "head_dim " + std::to_string(c.head_dim) + " is out of range: expected at most " +
+                               std::to_string(kMaxHeadDim));
   const double kEps = 1e-6;  // transformers' default for all four families
   c.norm_eps = static_cast<float>(get_num(j, "rms_norm_eps", "", path, &kEps));
   c.rope = parse_rope(j, path);

@@ -72,6 +72,9 @@ void load_llama2c_model(Model& m, const std::string& path, const std::string& to
                                std::to_string(kv_heads));
   const int64_t hd = dim / heads, kv_dim = kv_heads * hd;
   if (hd % 2 != 0) throw file_error(path, "llama2.c header: head dim " + std::to_string(hd) + " (dim/n_heads) is odd");
+  if (hd > kMaxHeadDim)
+    throw file_error(path, "llama2.c header: head dim " + std::to_string(hd) + " (dim/n_heads) is out of range: "
+                           "expected at most " + std::to_string(kMaxHeadDim));
 
   // Float count implied by the header (run.c's memory_map_weights).
   uint64_t n = 0;

@@ -1,4 +1,5 @@
 // Format detection, shared shape checks and owned storage for every loader.
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -71,6 +72,20 @@ void validate_model(const Model& m) {
   if (c.n_heads % c.n_kv_heads != 0)
     fail("heads (" + std::to_string(c.n_heads) + ") not a multiple of KV heads (" + std::to_string(c.n_kv_heads) + ")");
   if (c.head_dim % 2 != 0) fail("head dim " + std::to_string(c.head_dim) + " is odd; RoPE needs pairs");
+  if (c.head_dim > kMaxHeadDim)
+    fail("head dim " + std::to_string(c.head_dim) + " is larger than the " + std::to_string(kMaxHeadDim) +
+         " this engine supports");
+  auto finite_positive = [&](double v, const std::string& what) {
+    if (!std::isfinite(v) || !(v > 0)) fail(what + " must be a finite positive number, found " + std::to_string(v));
+  };
+  finite_positive(c.norm_eps, "RMSNorm epsilon");
+  finite_positive(c.rope.theta, "RoPE base frequency (theta)");
+  finite_positive(c.rope.factor, "RoPE scaling factor");
+  if (c.rope.scaling == "llama3") {
+    finite_positive(c.rope.low_freq_factor, "llama3 RoPE low_freq_factor");
+    finite_positive(c.rope.high_freq_factor, "llama3 RoPE high_freq_factor");
+    if (c.rope.original_context <= 0) fail("llama3 RoPE original context must be positive");
+  }
   if (static_cast<int>(m.layers.size()) != c.n_layers)
     fail("expected " + std::to_string(c.n_layers) + " layers, found " + std::to_string(m.layers.size()));
   auto check = [&](const Tensor& t, const std::string& what, std::vector<int64_t> want) {

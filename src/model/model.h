@@ -26,6 +26,10 @@ struct RopeConfig {
   std::vector<float> freq_factors;
 };
 
+// Largest head dimension accepted at load (real models use 64-256); the CPU
+// RoPE kernel keeps head_dim/2 angles on the stack.
+constexpr int kMaxHeadDim = 1024;
+
 struct ModelConfig {
   std::string arch;  // "llama", "mistral", "qwen2", "qwen3"
   int n_layers = 0;

@@ -148,10 +148,14 @@ void load_safetensors_model(Model& m, const std::string& dir) {
 
   m.tok_embd = b.get("model.embed_tokens.weight", {V, D});
   m.output_norm = b.get_f32("model.norm.weight", {D});
-  // HF ties lm_head to the embedding when asked, whatever lm_head holds.
-  if (c.tied_output || !ck.find("lm_head.weight")) {
-    c.tied_output = true;
+  // HF ties lm_head to the embedding when asked, whatever lm_head holds;
+  // untied without lm_head, transformers would use random weights: refuse.
+  if (c.tied_output) {
     m.output = m.tok_embd;
+  } else if (!ck.find("lm_head.weight")) {
+    throw file_error(ck.where("lm_head.weight"), "missing tensor 'lm_head.weight', and " + config_path +
+                                                     " has tie_word_embeddings false (or unset): the output "
+                                                     "projection has no weights");
   } else {
     m.output = b.get("lm_head.weight", {V, D});
   }

@@ -111,7 +111,7 @@ json parse_file(const std::string& path) {
   ss << f.rdbuf();
   try {
     return json::parse(ss.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw file_error(path, std::string("not valid JSON: ") + e.what());
   }
 }

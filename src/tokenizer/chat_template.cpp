@@ -138,7 +138,7 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& msgs, bool add_
 }
 
 ChatTemplate make_chat_template(const std::string& template_text, const std::string& bos_text,
-                                const std::string& name) {
+                                const std::string& name, const std::string& source) {
   ChatTemplate ct;
   ct.bos_text = bos_text;
   const std::string& t = template_text;
@@ -153,11 +153,17 @@ ChatTemplate make_chat_template(const std::string& template_text, const std::str
   } else if (t.find("[INST]") != std::string::npos) {
     ct.family = t.find("<<SYS>>") != std::string::npos ? "llama2" : "mistral";
   } else if (t.empty()) {
-    throw Error("the model has no chat template; choose one with --chat-template (known: " + std::string(kFamilies) +
+    const std::string who = source.empty() ? "the model" : source;
+    throw Error(who + " has no chat template; choose one with --chat-template (known: " + std::string(kFamilies) +
                 ")");
   } else {
-    throw Error("unrecognised chat template in the model; choose one with --chat-template (known: " +
-                std::string(kFamilies) + ")");
+    // The opening of the text helps to see which family it is.
+    std::string head = t.substr(0, 60);
+    for (char& c : head)
+      if (c == '\n' || c == '\r') c = ' ';
+    const std::string where = source.empty() ? "in the model" : "in " + source;
+    throw Error("unrecognised chat template " + where + " (it starts \"" + head + (t.size() > 60 ? "..." : "") +
+                "\"); choose one with --chat-template (known: " + std::string(kFamilies) + ")");
   }
   // Defaults come from the template text only when it is of that family.
   if (ct.family == "chatml") ct.default_system = chatml_default_system(t);

@@ -28,8 +28,9 @@ struct ChatTemplate {
 
 // Detects the family from the template text (or takes `name` when given,
 // e.g. from --chat-template). Unknown: ckv::Error that names --chat-template
-// and the known families.
+// and the known families, and `source` (where the template text came from,
+// e.g. "model.gguf (tokenizer.chat_template)") when given.
 ChatTemplate make_chat_template(const std::string& template_text, const std::string& bos_text,
-                                const std::string& name = "");
+                                const std::string& name = "", const std::string& source = "");
 
 }  // namespace ckv

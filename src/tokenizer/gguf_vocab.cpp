@@ -93,6 +93,8 @@ TokenizerData read_gguf_tokenizer(const GGUFFile& f) {
   d.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix", spm);
   d.byte_fallback = true;
   d.chat_template = f.get_str("tokenizer.chat_template", "");
+  d.source = path;
+  d.chat_template_source = path + " (tokenizer.chat_template)";
 
   for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
     int id = id_of(key);

@@ -18,6 +18,12 @@ namespace {
 using nlohmann::json;
 
 const std::string kSpace = "\xE2\x96\x81";  // "▁"
+// Largest token id + 1 accepted (the largest vocabularies in use are ~256k):
+// a corrupt id would otherwise size the vocabulary.
+constexpr int64_t kMaxTokens = int64_t(1) << 24;
+
+// A value for an error message, cut short.
+std::string brief(const std::string& s) { return s.size() <= 60 ? s : s.substr(0, 60) + "..."; }
 
 json read_json_file(const std::string& path, bool required) {
   std::ifstream f(path, std::ios::binary);
@@ -120,25 +126,47 @@ TokenizerData read_hf_tokenizer(const std::string& dir) {
     if (!model.contains("vocab") || !model["vocab"].is_object())
       throw file_error(tpath, "model.vocab missing or not an object");
 
-    // Vocabulary and added tokens share one id space.
+    // Vocabulary and added tokens share one id space. Ids are checked as
+    // written, before any narrowing or allocation for them.
+    auto token_id = [&](const json& v, const std::string& field, const std::string& text) {
+      const bool ok = v.is_number_unsigned() ? v.get<uint64_t>() < uint64_t(kMaxTokens)
+                      : v.is_number_integer() ? v.get<int64_t>() >= 0 && v.get<int64_t>() < kMaxTokens
+                                              : false;
+      if (!ok)
+        throw file_error(tpath, field + ": token '" + brief(text) + "' has id " + brief(v.dump()) +
+                                    ", expected an integer in [0, " + std::to_string(kMaxTokens) + ")");
+      return static_cast<int>(v.get<int64_t>());
+    };
     std::vector<std::pair<std::string, int>> entries;
     for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it)
-      entries.emplace_back(it.key(), it.value().get<int>());
+      entries.emplace_back(it.key(), token_id(it.value(), "model.vocab", it.key()));
     const json& added = tj.contains("added_tokens") ? tj["added_tokens"] : json::array();
-    for (const json& a : added) entries.emplace_back(a.at("content").get<std::string>(), a.at("id").get<int>());
-    int n = 0;
-    for (auto& [t, id] : entries) {
-      if (id < 0) throw file_error(tpath, "model.vocab: token '" + t + "' has negative id " + std::to_string(id));
-      n = std::max(n, id + 1);
+    if (!added.is_array()) throw file_error(tpath, "added_tokens is not an array");
+    std::vector<int> added_ids;
+    for (size_t i = 0; i < added.size(); ++i) {
+      const json& a = added[i];
+      const std::string field = "added_tokens[" + std::to_string(i) + "]";
+      if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id"))
+        throw file_error(tpath, field + ": expected {\"id\": N, \"content\": \"...\"}");
+      added_ids.push_back(token_id(a["id"], field, a["content"].get<std::string>()));
+      entries.emplace_back(a["content"].get<std::string>(), added_ids.back());
     }
+    int n = 0;
+    for (auto& [t, id] : entries) n = std::max(n, id + 1);  // id < kMaxTokens: no overflow
+    // Ids are (nearly) dense in real files; a few corrupt ones must not size
+    // the vocabulary far past what the file holds.
+    if (int64_t(n) > 2 * int64_t(entries.size()) + 1024)
+      throw file_error(tpath, "model.vocab/added_tokens: largest id " + std::to_string(n - 1) + " for only " +
+                                  std::to_string(entries.size()) + " tokens (expected ids below " +
+                                  std::to_string(2 * entries.size() + 1024) + ")");
     d.tokens.assign(n, "");
     d.types.assign(n, TokenType::Unused);
     for (auto& [t, id] : entries) {
       d.tokens[id] = t;
       d.types[id] = TokenType::Normal;
     }
-    for (const json& a : added)
-      d.types[a.at("id").get<int>()] = a.value("special", false) ? TokenType::Control : TokenType::UserDefined;
+    for (size_t i = 0; i < added.size(); ++i)
+      d.types[added_ids[i]] = added[i].value("special", false) ? TokenType::Control : TokenType::UserDefined;
 
     if (model.contains("merges")) {
       for (const json& m : model["merges"]) {
@@ -219,9 +247,13 @@ TokenizerData read_hf_tokenizer(const std::string& dir) {
       const json& ct = cfg["chat_template"];
       if (ct.is_string()) {
         d.chat_template = ct.get<std::string>();
+        d.chat_template_source = cpath + " (chat_template)";
       } else if (ct.is_array()) {
         for (const json& e : ct)
-          if (e.value("name", "") == "default") d.chat_template = e.value("template", "");
+          if (e.value("name", "") == "default") {
+            d.chat_template = e.value("template", "");
+            d.chat_template_source = cpath + " (chat_template \"default\")";
+          }
       }
     }
   } catch (const json::exception& e) {
@@ -229,22 +261,27 @@ TokenizerData read_hf_tokenizer(const std::string& dir) {
   }
   if (d.chat_template.empty()) {
     std::ifstream jf(dir + "/chat_template.jinja", std::ios::binary);
-    if (jf) d.chat_template.assign(std::istreambuf_iterator<char>(jf), std::istreambuf_iterator<char>());
+    if (jf) {
+      d.chat_template.assign(std::istreambuf_iterator<char>(jf), std::istreambuf_iterator<char>());
+      d.chat_template_source = dir + "/chat_template.jinja";
+    }
   }
   // generation_config.json may list more end-of-generation ids.
   json gen = read_json_file(dir + "/generation_config.json", false);
   if (gen.is_object() && gen.contains("eos_token_id")) {
     const json& e = gen["eos_token_id"];
-    std::vector<int> ids;
-    if (e.is_number_integer()) ids.push_back(e.get<int>());
+    std::vector<int64_t> ids;
+    if (e.is_number_integer()) ids.push_back(e.get<int64_t>());
     if (e.is_array())
       for (const json& x : e)
-        if (x.is_number_integer()) ids.push_back(x.get<int>());
-    for (int id : ids)
-      if (id >= 0 && id < static_cast<int>(d.tokens.size()) && std::find(d.eog.begin(), d.eog.end(), id) == d.eog.end())
-        d.eog.push_back(id);
+        if (x.is_number_integer()) ids.push_back(x.get<int64_t>());
+    for (int64_t id : ids)
+      if (id >= 0 && id < static_cast<int64_t>(d.tokens.size()) &&
+          std::find(d.eog.begin(), d.eog.end(), static_cast<int>(id)) == d.eog.end())
+        d.eog.push_back(static_cast<int>(id));
   }
   add_known_eog(d);
+  d.source = tpath;
   return d;
 }
 

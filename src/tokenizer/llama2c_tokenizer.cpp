@@ -39,6 +39,11 @@ TokenizerData read_llama2c_tokenizer(const std::string& path, int vocab_size) {
     if (len < 0 || len > max_len)
       throw file_error(path, "token " + std::to_string(i) + " length " + std::to_string(len) +
                                  " outside 0.." + std::to_string(max_len));
+    // Checked before allocating: max_token_length is the file's own claim.
+    if (buf.size() - pos < static_cast<size_t>(len))
+      throw file_error(path, "truncated llama2.c tokenizer: text of token " + std::to_string(i) + " needs " +
+                                 std::to_string(len) + " bytes at offset " + std::to_string(pos) + ", file has " +
+                                 std::to_string(buf.size()));
     std::string text(static_cast<size_t>(len), '\0');
     take(text.data(), static_cast<size_t>(len), "text of token " + std::to_string(i));
     std::string escaped;
@@ -69,6 +74,7 @@ TokenizerData read_llama2c_tokenizer(const std::string& path, int vocab_size) {
   d.add_bos = true;
   d.add_space_prefix = true;
   d.byte_fallback = true;
+  d.source = path;
   return d;
 }
 

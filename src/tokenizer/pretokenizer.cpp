@@ -51,8 +51,9 @@ class Regex {
       }
       PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
       size_t s = ov[0], e = ov[1];
-      if (e == s) {  // empty match: step over one character
-        pos = s + utf8::seq_len(static_cast<unsigned char>(text[s]));
+      if (e == s) {  // empty match: step over one character (none left at the end)
+        if (s >= text.size()) break;
+        pos = s + utf8::char_len(text, s);
         continue;
       }
       if (s > emitted) out.push_back(text.substr(emitted, s - emitted));

@@ -34,7 +34,19 @@ int Tokenizer::find(std::string_view token_text) const {
   return it == ids_.end() ? -1 : it->second;
 }
 
+static std::unique_ptr<Tokenizer> build_tokenizer(const TokenizerData& data);
+
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerData& data) {
+  // Every problem found here is one of the file the data came from: name it.
+  try {
+    return build_tokenizer(data);
+  } catch (const Error& e) {
+    if (data.source.empty()) throw;
+    throw file_error(data.source, e.what());
+  }
+}
+
+static std::unique_ptr<Tokenizer> build_tokenizer(const TokenizerData& data) {
   if (data.kind.empty()) throw Error("the model has no tokenizer");
   if (data.kind != "bpe" && data.kind != "spm")
     throw Error("unknown tokenizer kind '" + data.kind + "' (known: bpe, spm)");

@@ -34,4 +34,9 @@ std::string encode(uint32_t cp);
 // can never become valid, so holding them back would only delay them.
 size_t complete_prefix(std::string_view s);
 
+// s with every ill-formed sequence replaced by U+FFFD, one per maximal
+// subpart (the Unicode practice Python's errors='replace' follows: "\xE2\x82"
+// then "x" gives one U+FFFD then "x"). *n_replaced (when given) counts them.
+std::string replace_invalid(std::string_view s, size_t* n_replaced = nullptr);
+
 }  // namespace ckv::utf8

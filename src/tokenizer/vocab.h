@@ -32,6 +32,9 @@ struct TokenizerData {
   bool add_space_prefix = false;  // spm: prepend a space (llama2.c, Llama 2)
   bool byte_fallback = true;      // spm: unknown bytes become <0xNN>
   std::string chat_template;      // Jinja text from the model, may be empty
+  // Where the vocabulary and the chat template were read from (file, or
+  // "file (key)"), for error messages; empty for data made in code.
+  std::string source, chat_template_source;
 };
 
 }  // namespace ckv

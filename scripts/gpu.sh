@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The GPU machine's one call (issue 10 items 5-7): build with CUDA (or use
+# the binaries scripts/gpu_carry.sh prebuilt), run the GPU tests and
+# compute-sanitizer memcheck on them, measure the ceilings (copy bandwidth,
+# bf16 GEMM), run the kernel and engine benchmarks on random Llama-3.1-8B
+# weights, the transformers peer, and print a short table LAST.
+#
+#   STAGES=tests,sanitizer,kernels,engine,peer SCENARIOS=d0,full32k,... bash scripts/gpu.sh
+#   BUILD=1 forces a build here even when prebuilt/ is present.
+# Logs and JSON go to $OUT (the device tool's folder) or ./gpu-out: at most 8
+# files (the tool's limit).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu-out}
+mkdir -p "$OUT"
+STAGES=${STAGES:-tests,sanitizer,kernels,engine,cli,peer}
+SCENARIOS=${SCENARIOS:-d0,full32k,ckv32k,b8full,b32ckv,ckv131k}
+CONFIG=${CONFIG:-configs/Llama-3.1-8B.json}
+SHARED=$ROOT/../shared
+has() { [[ ",$STAGES," == *",$1,"* ]]; }
+T0=$(date +%s)
+stamp() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
+
+stamp machine
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
+echo "cores: $(nproc); $(nvcc --version | tail -1); $(cmake --version | head -1)"
+for p in libpcre2-dev nlohmann-json3-dev libcli11-dev libgtest-dev libopenblas-dev; do
+  dpkg -s "$p" >/dev/null 2>&1 && echo "build dep present: $p" || echo "build dep missing: $p"
+done
+# cuBLASLt of this machine's toolkit (or PyTorch's wheel).
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+         $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, "cu13/lib") for p in nvidia.__path__))' 2>/dev/null); do
+  [ -e "$d/libcublasLt.so.13" ] && { export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; echo "cuBLASLt: $d"; break; }
+done
+
+if [ -z "${BUILD:-}" ] && [ -x prebuilt/bin/test_cuda_backend ]; then
+  BIN=$ROOT/prebuilt/bin
+  [ -d prebuilt/lib ] || tar -C prebuilt -xJf prebuilt/lib.tar.xz
+  export LD_LIBRARY_PATH="$ROOT/prebuilt/lib:${LD_LIBRARY_PATH:-}"
+  # The prebuilt tests name the source tree by the path they were built at.
+  AT=$(cat prebuilt/source_dir)
+  if [ ! -e "$AT" ]; then mkdir -p "$(dirname "$AT")" && ln -s "$ROOT" "$AT"; fi
+  # ... and ../shared beside it (the golden files the end-to-end tests read).
+  [ -e "$(dirname "$AT")/shared" ] || ln -s "$SHARED" "$(dirname "$AT")/shared"
+  [ -e "$ROOT/../shared" ] && echo "shared: $(ls "$(dirname "$AT")/shared/golden" | tr '\n' ' ')"
+  stamp "prebuilt binaries (built at $AT, $(cat prebuilt/commit))"
+else
+  stamp build
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCKV_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+  ninja -C build-gpu -j16 test_cuda_backend bench_cuda compresskv >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  BIN=$ROOT/build-gpu
+fi
+
+if has tests; then
+  stamp "GPU tests"
+  timeout "${T_TESTS:-180}" "$BIN/test_cuda_backend" >"$OUT/tests.log" 2>&1
+  echo "tests exit: $?"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|exception|error [0-9]|differ between|max abs" "$OUT/tests.log" | head -60
+  grep -E "^\[ RUN" "$OUT/tests.log" | tail -1
+fi
+if has sanitizer; then
+  # The out-of-memory test is left out: its deliberate failed cudaMalloc is an API error to the sanitizer.
+  stamp "compute-sanitizer memcheck (the op tests)"
+  timeout "${T_SAN:-200}" compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+    "$BIN/test_cuda_backend" --gtest_brief=1 --gtest_filter='CudaOps.*:-CudaOps.OutOfMemoryIsAClearError' >"$OUT/memcheck.log" 2>&1
+  echo "memcheck exit: $? ($(grep -c 'Invalid\|out of bounds' "$OUT/memcheck.log") error lines)"
+  tail -8 "$OUT/memcheck.log"
+fi
+
+stamp ceilings
+python3 bench/rooflines.py | tee "$OUT/roof.json"
+COPY=$(python3 -c "import json;print(json.load(open('$OUT/roof.json'))['copy_gbs'])")
+GEMM=$(python3 -c "import json;print(json.load(open('$OUT/roof.json'))['gemm_tflops'])")
+PROF=(--heads "$SHARED/data/compresskv-published/Llama-3.1-8B-Instruct_head_idx.json"
+      --scores "$SHARED/data/compresskv-published/Llama-3.1-8B-Instruct_layer_score.json")
+if has kernels; then
+  stamp "kernels (Llama-3.1-8B sizes)"
+  timeout "${T_KERN:-90}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" --kernels --scenarios none \
+    --json "$OUT/kernels.json" 2>&1
+fi
+if has engine; then
+  stamp "engine: $SCENARIOS"
+  timeout "${T_ENGINE:-300}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" "${PROF[@]}" --scenarios "$SCENARIOS" \
+    --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+fi
+if has cli; then
+  # The user's path: compresskv itself on the GPU (CPU vs CUDA on stories260K's
+  # greedy text, then bench with random Llama-3.1-8B weights, 8 sequences).
+  stamp "compresskv --device cuda"
+  for d in cpu cuda; do
+    "$BIN/compresskv" run -m models/stories260k/stories260K.bin --temp 0 -n 200 --device $d 2>/dev/null | md5sum | sed "s/^/greedy text $d: /"
+  done
+  timeout "${T_CLI:-120}" "$BIN/compresskv" bench --device cuda --random-weights "$CONFIG" -p 0 -n 64 -d 4096 -b 8 -r 3 \
+    --kv-method snapkv --kv-budget 1024 2>&1 | tee "$OUT/cli.log"
+fi
+if has peer; then
+  stamp "transformers peer"
+  PYTHONUNBUFFERED=1 timeout "${T_PEER:-200}" python3 bench/hf_peer.py "$CONFIG" ${PEER_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/peer.jsonl"
+fi
+stamp done
+python3 bench/gpu_table.py "$OUT"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Here, on a machine with nvcc and no GPU: build the GPU test and benchmark
+# programs and lay out what one `scripts/gpu.sh` call on the GPU machine needs
+# in the main checkout's ignored .carry/ folder (the device tool sends the
+# main checkout only):
+#   .carry/cuda            this worktree (no build dirs, no .git)
+#   .carry/cuda/prebuilt   the two programs, the shared libraries they need
+#                          beyond glibc/libstdc++/CUDA, and where they were built
+#   .carry/shared          the parts of ../shared the GPU tests and benchmarks read
+# Then: run with carry [".carry/cuda", ".carry/shared"] and
+#   cd .carry/cuda && bash scripts/gpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=$PWD
+MAIN=${MAIN:-/work/main}
+B=${BUILD_DIR:-build-cuda}
+[ -d "$B" ] || cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv
+DST=$MAIN/.carry/cuda
+rm -rf "$DST" && mkdir -p "$DST"
+tar -C "$SRC" --exclude='./build*' --exclude=./.git --exclude=./gpu-out --exclude=./.carry --exclude=./.whl -cf - . | tar -C "$DST" -xf -
+mkdir -p "$DST/prebuilt/bin" "$DST/prebuilt/lib"
+for b in test_cuda_backend bench_cuda compresskv; do strip --strip-debug -o "$DST/prebuilt/bin/$b" "$B/$b"; done
+echo "$SRC" >"$DST/prebuilt/source_dir"
+git rev-parse --short HEAD >"$DST/prebuilt/commit"
+for lib in $(ldd "$B/test_cuda_backend" "$B/bench_cuda" "$B/compresskv" | awk '/=>/ {print $3}' | sort -u); do
+  case $(basename "$lib") in
+    libc.so* | libm.so* | libstdc++* | libgcc_s* | ld-linux* | libdl* | libpthread* | librt* | libcublas* | libcudart* | libcuda.so*) ;;
+    *) cp -L "$lib" "$DST/prebuilt/lib/" ;;
+  esac
+done
+# The 64 MiB the tool carries: the libraries travel xz-compressed.
+tar -C "$DST/prebuilt" -cJf "$DST/prebuilt/lib.tar.xz" lib && rm -rf "$DST/prebuilt/lib"
+SH=$MAIN/.carry/shared
+SHARED=${SHARED:-$SRC/../shared}
+rm -rf "$SH" && mkdir -p "$SH/golden" "$SH/models" "$SH/data"
+cp -a "$SHARED/golden/tiny-hf" "$SHARED/golden/stories260k" "$SH/golden/"
+cp -a "$SHARED/models/tiny-hf" "$SH/models/"
+cp -a "$SHARED/data/compresskv-published" "$SH/data/"
+du -sh "$DST" "$SH" "$DST/prebuilt"

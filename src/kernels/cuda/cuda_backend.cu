@@ -1,0 +1,1207 @@
+// The CUDA backend (kernels/cuda/cuda_backend.h): class CudaBackend, the
+// element-wise kernels, cuBLASLt products, the KV page kernels, window
+// scoring and top-k. Attention lives in cuda_attention.cu.
+//
+// Everything is queued on one stream, in order: metadata (token ids,
+// positions, page plans) goes up with cudaMemcpyAsync from pageable host
+// memory, which copies the host bytes before returning, so a caller's
+// buffers are free again at once and the device buffers they land in are
+// reused safely by the next call (stream order). download() and top_k()
+// synchronise; nothing else does.
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <numeric>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/kv_pages.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_common.cuh"
+#include "model/quant.h"
+#include "press/press.h"
+
+namespace ckv::cuda {
+
+void fail(const char* what, const char* err, const char* file, int line) {
+  throw Error(std::string("CUDA error: ") + err + " in " + what + " (" + file + ":" + std::to_string(line) + ")");
+}
+
+const char* cublasLt_status(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "cuBLAS error";
+  }
+}
+
+namespace {
+
+inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, threads), cap)));
+}
+
+#define GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// ---- element-wise kernels ---------------------------------------------------
+
+__global__ void fill_kernel(float* x, int64_t n, float v) {
+  GRID_STRIDE(i, n) x[i] = v;
+}
+
+__global__ void embed_kernel(const __nv_bfloat16* table, const int32_t* tok, float* x, int64_t n, int dim) {
+  GRID_STRIDE(i, n * dim) {
+    const int64_t t = i / dim, c = i % dim;
+    x[i] = __bfloat162float(table[static_cast<int64_t>(tok[t]) * dim + c]);
+  }
+}
+
+// One block per row; y may alias x (each element is read and then written by one thread).
+__global__ void rmsnorm_kernel(const float* x, const float* w, float* y, int dim, float eps) {
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * dim;
+  float* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) ss += xr[c] * xr[c];
+  __shared__ float red[32];
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < blockDim.x / 32 ? red[threadIdx.x] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x == 0) red[0] = v;
+  }
+  __syncthreads();
+  const float r = 1.0f / sqrtf(red[0] / dim + eps);
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = w[c] * (xr[c] * r);
+}
+
+__global__ void to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __restrict__ y, int64_t n) {
+  if (n % 4 == 0) {
+    GRID_STRIDE(i, n / 4) {
+      const float4 v = reinterpret_cast<const float4*>(x)[i];
+      reinterpret_cast<__nv_bfloat162*>(y)[2 * i] = __floats2bfloat162_rn(v.x, v.y);
+      reinterpret_cast<__nv_bfloat162*>(y)[2 * i + 1] = __floats2bfloat162_rn(v.z, v.w);
+    }
+  } else {
+    GRID_STRIDE(i, n) y[i] = __float2bfloat16_rn(x[i]);
+  }
+}
+
+// One input row times up to three matrices in one launch (a decode step of
+// one sequence: q/k/v, gate/up): a warp per output row over the rows of all
+// outputs, W streamed with 16-byte loads that skip L1 (x stays there), f32 x
+// read directly (no bf16 copy), fp32 accumulation.
+struct GemvSet {
+  const __nv_bfloat16* w[3];
+  float* y[3];
+  int rows[3];
+  int n_out;
+};
+
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+__device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+
+__global__ void __launch_bounds__(256) gemv_kernel(GemvSet s, const float* __restrict__ x, int cols) {
+  int r = blockIdx.x * 8 + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  int o = 0;
+  while (o < s.n_out && r >= s.rows[o]) r -= s.rows[o++];
+  if (o >= s.n_out) return;
+  const __nv_bfloat16* wr = s.w[o] + static_cast<size_t>(r) * cols;
+  float acc = 0.0f;
+#pragma unroll 4
+  for (int c = lane * 8; c < cols; c += 256) {
+    const uint4 wv = ld_stream(wr + c);
+    const float4 x0 = *reinterpret_cast<const float4*>(x + c), x1 = *reinterpret_cast<const float4*>(x + c + 4);
+    acc += bf_lo(wv.x) * x0.x + bf_hi(wv.x) * x0.y + bf_lo(wv.y) * x0.z + bf_hi(wv.y) * x0.w + bf_lo(wv.z) * x1.x +
+           bf_hi(wv.z) * x1.y + bf_lo(wv.w) * x1.z + bf_hi(wv.w) * x1.w;
+  }
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, k);
+  if (lane == 0) s.y[o][r] = acc;
+}
+
+// The same with two rows a warp (each x load serves both; twice the bytes in
+// flight): the default; gemv_kernel with CKV_CUDA_GEMV=1.
+__global__ void __launch_bounds__(256) gemv2_kernel(GemvSet s, const float* __restrict__ x, int cols) {
+  int p = blockIdx.x * 8 + (threadIdx.x >> 5);  // row pair
+  const int lane = threadIdx.x & 31;
+  int o = 0;
+  while (o < s.n_out && p >= (s.rows[o] + 1) / 2) p -= (s.rows[o++] + 1) / 2;
+  if (o >= s.n_out) return;
+  const int r0 = 2 * p, r1 = min(2 * p + 1, s.rows[o] - 1);
+  const __nv_bfloat16* w0 = s.w[o] + static_cast<size_t>(r0) * cols;
+  const __nv_bfloat16* w1 = s.w[o] + static_cast<size_t>(r1) * cols;
+  float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll 4
+  for (int c = lane * 8; c < cols; c += 256) {
+    const uint4 u = ld_stream(w0 + c), v = ld_stream(w1 + c);
+    const float4 x0 = *reinterpret_cast<const float4*>(x + c), x1 = *reinterpret_cast<const float4*>(x + c + 4);
+    a0 += bf_lo(u.x) * x0.x + bf_hi(u.x) * x0.y + bf_lo(u.y) * x0.z + bf_hi(u.y) * x0.w + bf_lo(u.z) * x1.x +
+          bf_hi(u.z) * x1.y + bf_lo(u.w) * x1.z + bf_hi(u.w) * x1.w;
+    a1 += bf_lo(v.x) * x0.x + bf_hi(v.x) * x0.y + bf_lo(v.y) * x0.z + bf_hi(v.y) * x0.w + bf_lo(v.z) * x1.x +
+          bf_hi(v.z) * x1.y + bf_lo(v.w) * x1.z + bf_hi(v.w) * x1.w;
+  }
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) {
+    a0 += __shfl_xor_sync(0xffffffffu, a0, k);
+    a1 += __shfl_xor_sync(0xffffffffu, a1, k);
+  }
+  if (lane == 0) {
+    s.y[o][r0] = a0;
+    if (r1 != r0) s.y[o][r1] = a1;
+  }
+}
+
+__global__ void add_bias_kernel(float* y, const float* b, int64_t n, int d) {
+  GRID_STRIDE(i, n * d) y[i] += b[i % d];
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  GRID_STRIDE(i, n) x[i] += y[i];
+}
+
+__global__ void swiglu_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  GRID_STRIDE(i, n) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+// One thread per rotated pair; the same float arithmetic as cpu::Rope.
+__global__ void rope_kernel(float* x, const int32_t* pos, int64_t n, int nh, int hd, const float* inv_freq,
+                            float pos_scale, bool interleaved) {
+  const int half = hd / 2;
+  GRID_STRIDE(e, n * nh * half) {
+    const int i = static_cast<int>(e % half);
+    const int64_t th = e / half, t = th / nh;
+    const float p = static_cast<float>(pos[t]) * pos_scale;
+    float sn, cs;
+    sincosf(p * inv_freq[i], &sn, &cs);
+    float* v = x + th * hd;
+    const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+    const float x0 = v[a], x1 = v[b];
+    v[a] = x0 * cs - x1 * sn;
+    v[b] = x0 * sn + x1 * cs;
+  }
+}
+
+// Seeded uniform values in [-a, a], rounded to bf16 (--random-weights).
+__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+__global__ void random_bf16_kernel(__nv_bfloat16* w, int64_t n, uint64_t seed, float a) {
+  GRID_STRIDE(i, n) {
+    const uint64_t r = splitmix64(seed ^ splitmix64(static_cast<uint64_t>(i)));
+    const float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    w[i] = __float2bfloat16_rn((2.0f * u - 1.0f) * a);
+  }
+}
+
+// ---- KV pages ---------------------------------------------------------------
+
+__device__ __forceinline__ void store_row(uint8_t* dst, const float* src, int hd, KvElem e, int lane, int step) {
+  if (e == KvElem::F16) {
+    __half* d = reinterpret_cast<__half*>(dst);
+    for (int c = lane; c < hd; c += step) d[c] = __float2half_rn(src[c]);
+  } else {
+    float* d = reinterpret_cast<float*>(dst);
+    for (int c = lane; c < hd; c += step) d[c] = src[c];
+  }
+}
+__device__ __forceinline__ float load_elem(const uint8_t* row, int c, KvElem e) {
+  return e == KvElem::F16 ? __half2float(reinterpret_cast<const __half*>(row)[c]) : reinterpret_cast<const float*>(row)[c];
+}
+__device__ __forceinline__ uint8_t* page_row(const PagedPool& pool, const int32_t* tab, int64_t row, int hd,
+                                             size_t esz) {
+  return const_cast<uint8_t*>(pool.base) + static_cast<size_t>(tab[row / pool.page_rows]) * pool.page_bytes +
+         static_cast<size_t>(row % pool.page_rows) * hd * esz;
+}
+
+// Block (token i, KV head g, sequence s): the batch row's K and V after the
+// head's first len - n rows.
+__global__ void kv_append_kernel(PagedPool pool, const PagedSeq* seqs, int head_off, const float* k, const float* v,
+                                 int G, int hd) {
+  const PagedSeq sq = seqs[blockIdx.z];
+  const int i = blockIdx.x, g = blockIdx.y;
+  if (i >= sq.n) return;
+  const size_t esz = pool.elem == KvElem::F16 ? 2 : 4;
+  const int64_t row = sq.len[head_off + g] - sq.n + i;
+  uint8_t* kd = page_row(pool, sq.table + static_cast<size_t>(head_off + g) * sq.max_pages, row, hd, esz);
+  uint8_t* vd = kd + static_cast<size_t>(pool.page_rows) * hd * esz;
+  const int64_t src = (static_cast<int64_t>(sq.row0 + i) * G + g) * hd;
+  store_row(kd, k + src, hd, pool.elem, threadIdx.x, blockDim.x);
+  store_row(vd, v + src, hd, pool.elem, threadIdx.x, blockDim.x);
+}
+
+// Block (idx, g): head g's row dst0[g] + idx gets dense row rows[off[g] + idx].
+__global__ void kv_gather_kernel(PagedPool pool, const int32_t* table, int max_pages, const float* k, const float* v,
+                                 const int32_t* rows, const int32_t* off, const int32_t* dst0, int G, int hd) {
+  const int g = blockIdx.y, idx = blockIdx.x;
+  if (idx >= off[g + 1] - off[g]) return;
+  const size_t esz = pool.elem == KvElem::F16 ? 2 : 4;
+  const int64_t srow = rows[off[g] + idx];
+  uint8_t* kd = page_row(pool, table + static_cast<size_t>(g) * max_pages, dst0[g] + idx, hd, esz);
+  uint8_t* vd = kd + static_cast<size_t>(pool.page_rows) * hd * esz;
+  store_row(kd, k + (srow * G + g) * hd, hd, pool.elem, threadIdx.x, blockDim.x);
+  store_row(vd, v + (srow * G + g) * hd, hd, pool.elem, threadIdx.x, blockDim.x);
+}
+
+// Block (j, g): head g's row j to dense row first_new - m + j, m = len[g] - exclude.
+__global__ void kv_to_dense_kernel(PagedPool pool, const int32_t* table, const int32_t* len, int exclude,
+                                   int max_pages, float* k, float* v, int64_t first_new, int G, int hd) {
+  const int g = blockIdx.y, j = blockIdx.x;
+  const int L = len[g] - exclude;
+  if (j >= L) return;
+  const size_t esz = pool.elem == KvElem::F16 ? 2 : 4;
+  const uint8_t* kr = page_row(pool, table + static_cast<size_t>(g) * max_pages, j, hd, esz);
+  const uint8_t* vr = kr + static_cast<size_t>(pool.page_rows) * hd * esz;
+  const int64_t d = ((first_new - L + j) * G + g) * hd;
+  for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+    k[d + c] = load_elem(kr, c, pool.elem);
+    v[d + c] = load_elem(vr, c, pool.elem);
+  }
+}
+
+// ---- window scores (DESIGN.md 2.1 steps 3-7) --------------------------------
+// Pass 1: per (head a, chunk of keys), the max and exp-sum of each window row
+// over its visible keys in the chunk. Pass 2: per (head a, chunk of [0, T-w)),
+// the window mass s[a][j] = sum_i exp(l_ij - M_i) / L_i with the rows' totals.
+// Pass 3: pooling along j and the mean over each group's heads.
+// Logits are dot products of 8-lane groups (one key each) with the head's w
+// query rows held in shared memory; a chunk's logits sit in shared memory.
+constexpr int kWsThreads = 128;
+
+struct WsArgs {
+  const float* qw;   // [w][H][hd]
+  const float* k;    // [T][G][hd]
+  const int32_t* heads;  // [nh] query heads scored
+  int T, w, H, G, hd, chunk;
+  float scale;
+};
+
+// Logits of keys [j0, j0 + cnt) for the block's head into s[i][jj] (-inf where masked).
+__device__ void ws_logits(const WsArgs& a, int h, const float* qs, float* s, int64_t j0, int cnt) {
+  const int grp = threadIdx.x >> 3, l8 = threadIdx.x & 7;
+  const int g = h / (a.H / a.G), n = a.T - a.w;
+  // Warp-uniform trip count: every lane reaches each shuffle (a group past
+  // the end computes on a clamped row and stores nothing).
+  for (int base = 0; base < cnt; base += kWsThreads / 8) {
+    const int jj = base + grp;
+    const bool ok = jj < cnt;
+    const int64_t j = j0 + (ok ? jj : cnt - 1);
+    const float* kr = a.k + (j * a.G + g) * a.hd;
+    for (int i = 0; i < a.w; ++i) {
+      const float* qi = qs + i * a.hd;
+      float d = 0.0f;
+      for (int c = l8; c < a.hd; c += 8) d += qi[c] * kr[c];
+      d += __shfl_xor_sync(0xffffffffu, d, 4);
+      d += __shfl_xor_sync(0xffffffffu, d, 2);
+      d += __shfl_xor_sync(0xffffffffu, d, 1);
+      if (ok && l8 == 0) s[i * a.chunk + jj] = j <= n + i ? d * a.scale : -INFINITY;
+    }
+  }
+}
+
+__device__ void ws_load_q(const WsArgs& a, int h, float* qs) {
+  for (int e = threadIdx.x; e < a.w * a.hd; e += blockDim.x) {
+    const int i = e / a.hd, c = e % a.hd;
+    qs[e] = a.qw[(static_cast<int64_t>(i) * a.H + h) * a.hd + c];
+  }
+}
+
+// part: [nh][w][nchunks][2] (max, sum).
+__global__ void ws_stats_kernel(WsArgs a, float* part) {
+  extern __shared__ float wsm[];
+  float* qs = wsm;                 // [w][hd]
+  float* s = wsm + a.w * a.hd;     // [w][chunk]
+  const int ai = blockIdx.y, h = a.heads[ai], c = blockIdx.x, nchunks = gridDim.x;
+  const int64_t j0 = static_cast<int64_t>(c) * a.chunk;
+  const int cnt = static_cast<int>(a.T - j0 < a.chunk ? a.T - j0 : a.chunk);
+  ws_load_q(a, h, qs);
+  __syncthreads();
+  ws_logits(a, h, qs, s, j0, cnt);
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int i = warp; i < a.w; i += kWsThreads / 32) {
+    float m = -INFINITY;
+    for (int jj = lane; jj < cnt; jj += 32) m = fmaxf(m, s[i * a.chunk + jj]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float sum = 0.0f;
+    if (m != -INFINITY)
+      for (int jj = lane; jj < cnt; jj += 32) sum += expf(s[i * a.chunk + jj] - m);
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) {
+      float* p = part + ((static_cast<int64_t>(ai) * a.w + i) * nchunks + c) * 2;
+      p[0] = m;
+      p[1] = sum;
+    }
+  }
+}
+
+// mass: [nh][T - w]; grid (chunks over [0, T - w), nh).
+__global__ void ws_mass_kernel(WsArgs a, const float* part, int n_stat_chunks, float* mass) {
+  extern __shared__ float wsm[];
+  float* qs = wsm;
+  float* s = wsm + a.w * a.hd;
+  float* tot = s + a.w * a.chunk;  // [w][2]: the row's max and 1 / sum
+  const int ai = blockIdx.y, h = a.heads[ai], n = a.T - a.w;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * a.chunk;
+  const int cnt = static_cast<int>(n - j0 < a.chunk ? n - j0 : a.chunk);
+  ws_load_q(a, h, qs);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int i = warp; i < a.w; i += kWsThreads / 32) {
+    const float* p = part + (static_cast<int64_t>(ai) * a.w + i) * n_stat_chunks * 2;
+    float m = -INFINITY;
+    for (int c = lane; c < n_stat_chunks; c += 32) m = fmaxf(m, p[2 * c]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float sum = 0.0f;
+    for (int c = lane; c < n_stat_chunks; c += 32)
+      if (p[2 * c] != -INFINITY) sum += p[2 * c + 1] * expf(p[2 * c] - m);
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) {
+      tot[2 * i] = m;
+      tot[2 * i + 1] = 1.0f / sum;
+    }
+  }
+  __syncthreads();
+  ws_logits(a, h, qs, s, j0, cnt);
+  __syncthreads();
+  for (int jj = threadIdx.x; jj < cnt; jj += blockDim.x) {
+    float acc = 0.0f;
+    for (int i = 0; i < a.w; ++i) acc += expf(s[i * a.chunk + jj] - tot[2 * i]) * tot[2 * i + 1];
+    mass[static_cast<int64_t>(ai) * n + j0 + jj] = acc;
+  }
+}
+
+// out[gi][j] = mean over the group's heads of pool(mass[head])[j].
+__global__ void ws_pool_kernel(const float* mass, const int32_t* goff, const int32_t* gidx, int n, int kernel,
+                               bool max_pool, float* out) {
+  const int gi = blockIdx.y;
+  const int b = goff[gi], e = goff[gi + 1], half = kernel / 2;
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
+    const int lo = max(0, j - half), hi = min(n - 1, j + half);
+    float acc = 0.0f;
+    for (int t = b; t < e; ++t) {
+      const float* m = mass + static_cast<int64_t>(gidx[t]) * n;
+      float p;
+      if (max_pool) {
+        p = m[lo];
+        for (int u = lo + 1; u <= hi; ++u) p = fmaxf(p, m[u]);
+      } else {
+        p = 0.0f;
+        for (int u = lo; u <= hi; ++u) p += m[u];
+        p /= static_cast<float>(kernel);
+      }
+      acc += p;
+    }
+    out[static_cast<int64_t>(gi) * n + j] = acc / static_cast<float>(e - b);
+  }
+}
+
+// ---- top-k ------------------------------------------------------------------
+// Keys for the radix sort (-0 as +0, so the sort sees the same ties as a
+// comparison) and their positions.
+__global__ void topk_prep_kernel(const float* score, float* keys, int32_t* vals, int64_t total, int n) {
+  GRID_STRIDE(i, total) {
+    const float s = score[i];
+    keys[i] = s == 0.0f ? 0.0f : s;
+    vals[i] = static_cast<int32_t>(i % n);
+  }
+}
+
+// ---- the backend ------------------------------------------------------------
+
+struct Weight {
+  __nv_bfloat16* bf = nullptr;  // matrices
+  float* f32 = nullptr;         // vectors (norms, biases)
+  int64_t rows = 0, cols = 0;
+};
+
+// A device buffer that grows on demand (never inside a captured graph: the
+// context's limits size them at prepare()).
+struct Scratch {
+  void* p = nullptr;
+  size_t cap = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const CudaOptions& o) : opt_(o) {
+    int n = 0;
+    CKV_CUDA_CHECK(cudaGetDeviceCount(&n));
+    if (o.device < 0 || o.device >= n)
+      throw Error("CUDA device " + std::to_string(o.device) + " does not exist (" + std::to_string(n) + " found)");
+    CKV_CUDA_CHECK(cudaSetDevice(o.device));
+    CKV_CUDA_CHECK(cudaGetDeviceProperties(&prop_, o.device));
+    CKV_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CKV_CUBLAS_CHECK(cublasLtCreate(&lt_));
+    lt_ws_bytes_ = 32u << 20;
+    lt_ws_ = alloc(lt_ws_bytes_, "the cuBLASLt workspace");
+    scratch_bytes_ += lt_ws_bytes_;
+  }
+
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    for (auto& [k, p] : plans_) {
+      cublasLtMatmulDescDestroy(p.op);
+      cublasLtMatrixLayoutDestroy(p.a);
+      cublasLtMatrixLayoutDestroy(p.b);
+      cublasLtMatrixLayoutDestroy(p.c);
+    }
+    for (void* p : owned_) cudaFree(p);
+    for (Scratch* s : {&xb_, &meta_, &part_, &ws_, &topk_, &kv16_, &pos_up_.buf, &seq_up_.buf, &plan_up_.buf})
+      cudaFree(s->p);
+    cudaFree(lt_ws_);
+    cublasLtDestroy(lt_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "CUDA"; }
+  int kv_page_rows() const override { return 64; }
+  bool host_memory() const override { return false; }
+  int preferred_chunk() const override { return 4096; }  // fewer rows leave prefill attention short of blocks
+
+  // ---- memory
+  void* alloc(size_t bytes, const std::string& what) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 1));
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear it: the context stays usable
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      auto mib = [](size_t b) { return std::to_string(b >> 20) + " MiB"; };
+      if (e == cudaErrorMemoryAllocation)
+        throw Error("CUDA: out of device memory allocating " + what + ": " + std::to_string(bytes) + " bytes (" +
+                    mib(bytes) + "), " + mib(free_b) + " free of " + mib(total_b));
+      throw Error(std::string("CUDA: cannot allocate ") + what + " (" + std::to_string(bytes) +
+                  " bytes): " + cudaGetErrorString(e));
+    }
+    return p;
+  }
+  // Never throws (destructors call it): a failed sync leaves a sticky error
+  // that the next checked call reports.
+  void free(void* p) override {
+    if (!p) return;
+    cudaStreamSynchronize(stream_);
+    cudaFree(p);
+  }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    if (bytes) CKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    if (!bytes) return;
+    CKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes) CKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void sync() override { CKV_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void fill(float* x, int64_t n, float value) override {
+    if (n <= 0) return;
+    fill_kernel<<<grid_for(n, 256), 256, 0, stream_>>>(x, n, value);
+    CKV_LAUNCH_CHECK();
+  }
+
+  // ---- set-up
+  void prepare(const Model& m, const BackendLimits& lim) override;
+  size_t weight_bytes() const override { return weight_bytes_; }
+  size_t scratch_bytes() const override { return scratch_bytes_; }
+
+  // ---- the forward pass
+  void embed(std::span<const int32_t> tokens, float* x) override {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    if (n == 0) return;
+    for (int32_t t : tokens)
+      if (t < 0 || t >= cfg_.vocab_size)
+        throw Error("token id " + std::to_string(t) + " out of range [0, " + std::to_string(cfg_.vocab_size) + ")");
+    const Weight& e = weight(*embd_);
+    int32_t* d = meta_upload(tokens.data(), tokens.size_bytes());
+    embed_kernel<<<grid_for(n * e.cols, 256), 256, 0, stream_>>>(e.bf, d, x, n, static_cast<int>(e.cols));
+    CKV_LAUNCH_CHECK();
+  }
+  void rmsnorm(const float* x, const Tensor& w, float* y, int64_t n) override {
+    if (n <= 0) return;
+    const Weight& wt = weight(w);
+    if (n > INT32_MAX) throw Error("CUDA rmsnorm: too many rows");
+    rmsnorm_kernel<<<static_cast<unsigned>(n), 256, 0, stream_>>>(x, wt.f32, y, static_cast<int>(wt.cols), eps_);
+    CKV_LAUNCH_CHECK();
+  }
+  void matmul(std::span<const MatmulOut> outs, const float* x, int64_t n) override;
+  void add_bias(float* y, const Tensor& b, int64_t n) override {
+    if (n <= 0) return;
+    const Weight& wt = weight(b);
+    add_bias_kernel<<<grid_for(n * wt.cols, 256), 256, 0, stream_>>>(y, wt.f32, n, static_cast<int>(wt.cols));
+    CKV_LAUNCH_CHECK();
+  }
+  void add(float* x, const float* y, int64_t n) override {
+    if (n <= 0) return;
+    add_kernel<<<grid_for(n, 256), 256, 0, stream_>>>(x, y, n);
+    CKV_LAUNCH_CHECK();
+  }
+  void rope(float* x, std::span<const int32_t> pos, int n_heads) override {
+    const int64_t n = static_cast<int64_t>(pos.size());
+    if (n == 0) return;
+    if (!inv_freq_) throw Error("CUDA rope: prepare() was not called");
+    const int32_t* d = cached_upload<int32_t>(pos_up_, pos.data(), pos.size_bytes(), "CUDA positions");
+    rope_kernel<<<grid_for(n * n_heads * (hd_ / 2), 256), 256, 0, stream_>>>(x, d, n, n_heads, hd_, inv_freq_,
+                                                                               pos_scale_, interleaved_);
+    CKV_LAUNCH_CHECK();
+  }
+  void swiglu(const float* gate, const float* up, float* out, int64_t n) override {
+    if (n <= 0) return;
+    swiglu_kernel<<<grid_for(n, 256), 256, 0, stream_>>>(gate, up, out, n);
+    CKV_LAUNCH_CHECK();
+  }
+  void attention_prefill(const float* q, int64_t i0, int64_t nq, const DenseKV& kv, int n_heads, int n_kv, int hd,
+                         float* out) override;
+  void attention_decode(const float* q, std::span<const DecodeItem> items, int layer, float* out,
+                        const AttnProbeOut* probe) override;
+
+  // ---- KV store
+  void kv_append(std::span<const AppendItem> items, int layer, const float* k, const float* v) override;
+  void kv_gather(KvCache& cache, int layer, const DenseKV& src, std::span<const std::vector<int32_t>> rows) override;
+  void kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst, int exclude_last) override;
+
+  // ---- scoring
+  void window_scores(const float* qw, const float* k, int T, int w, int n_heads, int n_kv, int hd,
+                     std::span<const std::vector<int>> groups, int kernel, Pool pool, float* out) override;
+  std::vector<std::vector<int32_t>> top_k(const float* score, int rows, int n, std::span<const int> k) override;
+
+ private:
+  struct GemmPlan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+
+  const Weight& weight(const Tensor& t) const {
+    auto it = by_addr_.find(&t);
+    if (it != by_addr_.end()) return *it->second;
+    if (t.data) {
+      auto jt = by_data_.find(t.data);
+      if (jt != by_data_.end()) return *jt->second;
+    }
+    throw Error("CUDA backend: tensor '" + t.name + "' was not prepared (not a weight of the prepared model)");
+  }
+  void prepare_matrix(const Tensor& t, uint64_t tensor_id);
+  void prepare_vector(const Tensor& t);
+  Weight& add_weight(const Tensor& t) {
+    weights_.push_back(std::make_unique<Weight>());
+    Weight* w = weights_.back().get();
+    by_addr_[&t] = w;
+    if (t.data) by_data_[t.data] = w;
+    return *w;
+  }
+  void* owned_alloc(size_t bytes, const std::string& what) {
+    void* p = alloc(bytes, what);
+    owned_.push_back(p);
+    weight_bytes_ += bytes;
+    return p;
+  }
+  void* grow(Scratch& s, size_t bytes, const char* what) {
+    if (bytes <= s.cap) return s.p;
+    const size_t want = std::max(bytes, s.cap + s.cap / 4);
+    if (s.p) {
+      CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      CKV_CUDA_CHECK(cudaFree(s.p));
+      scratch_bytes_ -= s.cap;
+      s.p = nullptr;
+      s.cap = 0;
+    }
+    s.p = alloc(want, what);
+    s.cap = want;
+    scratch_bytes_ += want;
+    return s.p;
+  }
+  // Small host metadata to the device (stream-ordered; the host bytes are copied before return).
+  template <typename T>
+  T* meta_upload(const T* src, size_t bytes) {
+    void* d = grow(meta_, bytes, "CUDA metadata scratch");
+    upload(d, src, bytes);
+    return static_cast<T*>(d);
+  }
+  // The same into a buffer of its own that keeps its last contents: equal
+  // bytes are not sent again (positions of every layer of a decode step, the
+  // step's page lists and plans).
+  struct Cached {
+    Scratch buf;
+    std::vector<uint8_t> last;
+  };
+  template <typename T>
+  T* cached_upload(Cached& c, const void* src, size_t bytes, const char* what) {
+    if (c.buf.p && c.last.size() == bytes && std::memcmp(c.last.data(), src, bytes) == 0) return static_cast<T*>(c.buf.p);
+    if (bytes > c.buf.cap) c.last.clear();  // grow() below replaces the buffer
+    void* d = grow(c.buf, bytes, what);
+    upload(d, src, bytes);
+    c.last.assign(static_cast<const uint8_t*>(src), static_cast<const uint8_t*>(src) + bytes);
+    return static_cast<T*>(d);
+  }
+  void gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, float* y);
+  PagedPool pool_of(const KvCache& c) const {
+    const KvPool& p = c.pool();
+    return PagedPool{p.base(), p.page_bytes(), p.page_rows(), p.type() == KvType::F16 ? KvElem::F16 : KvElem::F32};
+  }
+
+  CudaOptions opt_;
+  cudaDeviceProp prop_{};
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* lt_ws_ = nullptr;
+  size_t lt_ws_bytes_ = 0;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, GemmPlan> plans_;
+
+  ModelConfig cfg_;
+  float eps_ = 1e-5f;
+  int hd_ = 0;
+  float* inv_freq_ = nullptr;  // [hd/2], device
+  float pos_scale_ = 1.0f;
+  bool interleaved_ = false;
+  const Tensor* embd_ = nullptr;
+
+  std::vector<std::unique_ptr<Weight>> weights_;
+  std::unordered_map<const Tensor*, Weight*> by_addr_;
+  std::unordered_map<const void*, Weight*> by_data_;
+  std::vector<void*> owned_;
+  size_t weight_bytes_ = 0, scratch_bytes_ = 0;
+  // x as bf16 for the products; metadata; decode partials; window scores;
+  // top-k keys/values/temp; f16 K/V for the tensor-core prefill.
+  Scratch xb_, meta_, part_, ws_, topk_, kv16_;
+  Cached pos_up_, seq_up_, plan_up_;
+  std::vector<PagedSeq> seqs_;  // host lists of a decode call, reused
+  std::vector<const KvCache*> caches_;
+  std::vector<DecodeWork> work_;
+  std::vector<DecodeCombine> comb_;
+  std::vector<uint8_t> plan_host_;
+};
+
+// ---- prepare ----------------------------------------------------------------
+
+// Rows of a matrix to bf16 on the host (exact dequantisation, one rounding),
+// several threads at a time, then to the device in slabs.
+void CudaBackend::prepare_matrix(const Tensor& t, uint64_t tensor_id) {
+  if (by_addr_.count(&t) || (t.data && by_data_.count(t.data))) {
+    if (!by_addr_.count(&t)) by_addr_[&t] = by_data_[t.data];
+    return;
+  }
+  Weight& w = add_weight(t);
+  w.rows = t.rows();
+  w.cols = t.cols();
+  const size_t n = static_cast<size_t>(w.rows * w.cols);
+  w.bf = static_cast<__nv_bfloat16*>(owned_alloc(n * 2, "weight " + t.name + " (bf16)"));
+  if (!t.data) {  // --random-weights: uniform, variance 1/(3 cols)... scaled to keep activations O(1)
+    const float a = std::sqrt(3.0f / static_cast<float>(w.cols));
+    random_bf16_kernel<<<grid_for(static_cast<int64_t>(n), 256), 256, 0, stream_>>>(
+        w.bf, static_cast<int64_t>(n), opt_.random_seed * 0x100000001b3ULL + tensor_id, a);
+    CKV_LAUNCH_CHECK();
+    return;
+  }
+  if (t.type == DType::BF16) {
+    CKV_CUDA_CHECK(cudaMemcpy(w.bf, t.data, n * 2, cudaMemcpyHostToDevice));
+    return;
+  }
+  // Slabs of rows: dequantise + round on the host threads, copy up.
+  const int64_t slab_rows = std::max<int64_t>(1, (int64_t(16) << 20) / std::max<int64_t>(1, w.cols));
+  std::vector<uint16_t> host(static_cast<size_t>(std::min(slab_rows, w.rows) * w.cols));
+  const unsigned nt = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  for (int64_t r0 = 0; r0 < w.rows; r0 += slab_rows) {
+    const int64_t nr = std::min(slab_rows, w.rows - r0);
+    std::vector<std::thread> th;
+    std::vector<std::exception_ptr> err(nt);
+    for (unsigned ti = 0; ti < nt; ++ti)
+      th.emplace_back([&, ti] {
+        try {
+          std::vector<float> row(static_cast<size_t>(w.cols));
+          for (int64_t r = ti; r < nr; r += nt) {
+            dequantize_row(t.type, t.row(r0 + r), row.data(), w.cols);
+            uint16_t* dst = &host[static_cast<size_t>(r * w.cols)];
+            for (int64_t c = 0; c < w.cols; ++c) dst[c] = f32_to_bf16(row[c]);
+          }
+        } catch (...) {
+          err[ti] = std::current_exception();
+        }
+      });
+    for (auto& x : th) x.join();
+    for (auto& e : err)
+      if (e) std::rethrow_exception(e);
+    CKV_CUDA_CHECK(cudaMemcpy(w.bf + r0 * w.cols, host.data(), static_cast<size_t>(nr * w.cols) * 2,
+                              cudaMemcpyHostToDevice));
+  }
+}
+
+void CudaBackend::prepare_vector(const Tensor& t) {
+  if (t.empty() || by_addr_.count(&t)) return;
+  if (t.type != DType::F32) throw Error("CUDA backend: vector " + t.name + " is not F32");
+  Weight& w = add_weight(t);
+  w.rows = 1;
+  w.cols = t.numel();
+  w.f32 = static_cast<float*>(owned_alloc(static_cast<size_t>(w.cols) * 4, "weight " + t.name));
+  CKV_CUDA_CHECK(cudaMemcpy(w.f32, t.data, static_cast<size_t>(w.cols) * 4, cudaMemcpyHostToDevice));
+}
+
+void CudaBackend::prepare(const Model& m, const BackendLimits& lim) {
+  cfg_ = m.config;
+  eps_ = m.config.norm_eps;
+  hd_ = m.config.head_dim;
+  const cpu::Rope rope(m.config);  // the same tables as the CPU backend
+  inv_freq_ = static_cast<float*>(owned_alloc(rope.inv_freq.size() * 4, "RoPE frequencies"));
+  CKV_CUDA_CHECK(cudaMemcpy(inv_freq_, rope.inv_freq.data(), rope.inv_freq.size() * 4, cudaMemcpyHostToDevice));
+  pos_scale_ = rope.pos_scale;
+  interleaved_ = rope.interleaved;
+
+  uint64_t id = 1;
+  embd_ = &m.tok_embd;
+  prepare_matrix(m.tok_embd, id++);
+  if (m.config.tied_output && !m.output.data) by_addr_[&m.output] = by_addr_[&m.tok_embd];
+  prepare_matrix(m.output, id++);
+  prepare_vector(m.output_norm);
+  for (const LayerWeights& l : m.layers) {
+    for (const Tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) prepare_matrix(*t, id++);
+    for (const Tensor* t : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm}) prepare_vector(*t);
+  }
+  // Scratch for the given limits, so that no call allocates (CUDA graphs).
+  const int64_t widest = std::max<int64_t>({m.config.dim, m.config.hidden_dim,
+                                            int64_t(m.config.n_heads) * m.config.head_dim});
+  grow(xb_, static_cast<size_t>(std::max(1, lim.max_rows) * widest) * 2, "CUDA activations (bf16)");
+  grow(meta_, std::max<size_t>(1 << 20, static_cast<size_t>(lim.max_rows) * 8), "CUDA metadata scratch");
+  CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// ---- products ---------------------------------------------------------------
+
+// y [n][w.rows] = x [n][w.cols] W^T. Column-major view (cuBLASLt): Y^T (m x n)
+// = op(A) B with A = W stored as a k x m column-major matrix (transposed: T),
+// B = x^T (k x n), m = W rows, k = W cols. bf16 in, fp32 accumulate and out.
+void CudaBackend::gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, float* y) {
+  const auto key = std::make_tuple(w.rows, n, w.cols);
+  auto it = plans_.find(key);
+  if (it == plans_.end()) {
+    GemmPlan p;
+    CKV_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    CKV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    CKV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    CKV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, w.cols, w.rows, w.cols));
+    CKV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, w.cols, n, w.cols));
+    CKV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, w.rows, n, w.rows));
+    cublasLtMatmulPreference_t pref;
+    CKV_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CKV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                          &lt_ws_bytes_, sizeof(lt_ws_bytes_)));
+    cublasLtMatmulHeuristicResult_t res{};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, 1, &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+      throw Error("cuBLASLt: no bf16 algorithm for a " + std::to_string(n) + " x " + std::to_string(w.cols) + " by " +
+                  std::to_string(w.cols) + " x " + std::to_string(w.rows) + " product (" + cublasLt_status(st) + ")");
+    p.algo = res.algo;
+    it = plans_.emplace(key, p).first;
+  }
+  const float one = 1.0f, zero = 0.0f;
+  const GemmPlan& p = it->second;
+  CKV_CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &one, w.bf, p.a, xb, p.b, &zero, y, p.c, y, p.c, &p.algo, lt_ws_,
+                                  lt_ws_bytes_, stream_));
+}
+
+void CudaBackend::matmul(std::span<const MatmulOut> outs, const float* x, int64_t n) {
+  if (outs.empty() || n <= 0) return;
+  const int64_t cols = outs[0].W->cols();
+  for (const MatmulOut& o : outs)
+    if (weight(*o.W).cols != cols)
+      throw Error("CUDA matmul: " + o.W->name + " has " + std::to_string(o.W->cols()) + " columns, the input " +
+                  std::to_string(cols));
+  // One row (a decode step of one sequence): the fused GEMV, all outputs in one launch.
+  if (n == 1 && outs.size() <= 3 && cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+      !std::getenv("CKV_CUDA_NO_GEMV")) {  // CKV_CUDA_NO_GEMV=1: cuBLASLt for single rows too (comparisons)
+    GemvSet gs{};
+    int64_t total = 0, pairs = 0;
+    for (const MatmulOut& o : outs) {
+      const Weight& w = weight(*o.W);
+      gs.w[gs.n_out] = w.bf;
+      gs.y[gs.n_out] = o.y;
+      gs.rows[gs.n_out++] = static_cast<int>(w.rows);
+      total += w.rows;
+      pairs += (w.rows + 1) / 2;
+    }
+    // Two rows a warp by default (85% of the copy bandwidth on the H200 against
+    // 70% for one row a warp, measured); CKV_CUDA_GEMV=1 picks the other.
+    const char* v = std::getenv("CKV_CUDA_GEMV");
+    if (!v || std::atoi(v) != 1)
+      gemv2_kernel<<<static_cast<unsigned>(ceil_div(pairs, 8)), 256, 0, stream_>>>(gs, x, static_cast<int>(cols));
+    else
+      gemv_kernel<<<static_cast<unsigned>(ceil_div(total, 8)), 256, 0, stream_>>>(gs, x, static_cast<int>(cols));
+    CKV_LAUNCH_CHECK();
+    return;
+  }
+  auto* xb = static_cast<__nv_bfloat16*>(grow(xb_, static_cast<size_t>(n * cols) * 2, "CUDA activations (bf16)"));
+  to_bf16_kernel<<<grid_for(n * cols / 4 + 1, 256), 256, 0, stream_>>>(x, xb, n * cols);
+  CKV_LAUNCH_CHECK();
+  for (const MatmulOut& o : outs) gemm(weight(*o.W), xb, n, o.y);
+}
+
+// ---- attention --------------------------------------------------------------
+
+void CudaBackend::attention_prefill(const float* q, int64_t i0, int64_t nq, const DenseKV& kv, int n_heads, int n_kv,
+                                    int hd, float* out) {
+  if (nq <= 0) return;
+  if (n_kv <= 0 || n_heads % n_kv != 0) throw Error("CUDA attention: heads not a multiple of KV heads");
+  if (!kv.start.empty() && static_cast<int>(kv.start.size()) != n_kv)
+    throw Error("CUDA attention: " + std::to_string(kv.start.size()) + " start offsets for " + std::to_string(n_kv) +
+                " KV heads");
+  int64_t lo = kv.first_new;
+  std::vector<int32_t> st;
+  for (int64_t s : kv.start) {
+    if (s < 0 || s > kv.first_new)
+      throw Error("CUDA attention: KV head start " + std::to_string(s) + " outside [0, " +
+                  std::to_string(kv.first_new) + "]");
+    lo = std::min(lo, s);
+    st.push_back(static_cast<int32_t>(s));
+  }
+  const int32_t* dstart = st.empty() ? nullptr : meta_upload(st.data(), st.size() * 4);
+  if (prefill_mma_supported(hd)) {
+    const int64_t rows = kv.first_new + i0 + nq - lo;
+    const int64_t elems = rows * n_kv * hd;
+    auto* kh = static_cast<__half*>(grow(kv16_, static_cast<size_t>(elems) * 4, "CUDA prefill K/V (f16)"));
+    __half* vh = kh + elems;
+    const size_t off = static_cast<size_t>(lo) * n_kv * hd;
+    convert_kv_half(kv.k + off, kv.v + off, kh, vh, elems, stream_);
+    attention_prefill_f16(q, kh, vh, lo, out, i0, nq, kv.first_new, dstart, n_heads, n_kv, hd, stream_);
+  } else {
+    attention_prefill_generic(q, kv.k, kv.v, out, i0, nq, kv.first_new, dstart, n_heads, n_kv, hd, stream_);
+  }
+}
+
+// The step's sequences as layer-independent page lists (one upload, reused
+// by every layer while the batch is the same); checks the batch.
+template <class Item>
+void check_batch(std::span<const Item> items, int layer, const char* what) {
+  const KvCache& c0 = *items[0].cache;
+  for (const Item& it : items) {
+    if (&it.cache->pool() != &c0.pool()) throw Error(std::string("CUDA ") + what + ": the batch's caches use different pools");
+    if (it.n <= 0) continue;
+    for (int g = 0; g < c0.n_kv_heads(); ++g)
+      if (it.cache->len(layer, g) < it.n)
+        throw Error(std::string("CUDA ") + what + ": head " + std::to_string(g) + " holds " +
+                    std::to_string(it.cache->len(layer, g)) + " rows, fewer than its " + std::to_string(it.n) +
+                    " new ones (grow the cache first)");
+  }
+}
+
+void CudaBackend::attention_decode(const float* q, std::span<const DecodeItem> items, int layer, float* out,
+                                   const AttnProbeOut* probe) {
+  if (items.empty()) return;
+  const KvCache& c0 = *items[0].cache;
+  const int G = c0.n_kv_heads(), hd = c0.head_dim(), H = cfg_.n_heads;
+  if (H <= 0 || H % G != 0) throw Error("CUDA decode attention: prepare() a model with this cache's shape first");
+  check_batch(items, layer, "decode attention");
+  const PagedPool pool = pool_of(c0);
+  seqs_.clear();
+  caches_.clear();
+  int max_n = 0;
+  for (const DecodeItem& it : items) {
+    if (it.n <= 0) continue;
+    seqs_.push_back(PagedSeq{it.cache->device_table(), it.cache->device_len(), it.cache->max_pages(), it.row0, it.n});
+    caches_.push_back(it.cache);
+    max_n = std::max(max_n, it.n);
+  }
+  if (seqs_.empty()) return;
+  const int head_off = layer * G;
+  const auto* dseqs = cached_upload<PagedSeq>(seq_up_, seqs_.data(), seqs_.size() * sizeof(PagedSeq), "CUDA page lists");
+  const bool fast = !probe && pool.elem == KvElem::F16 && decode_split_supported(hd);
+  if (!fast) {
+    float* pm = nullptr;
+    int32_t* pa = nullptr;
+    if (probe) {
+      if (seqs_.size() != 1 || max_n != 1)
+        throw Error("CUDA decode attention: the probe needs a batch of one sequence and one token");
+      auto* base = static_cast<uint8_t*>(grow(meta_, static_cast<size_t>(H) * 8, "CUDA metadata scratch"));
+      pm = reinterpret_cast<float*>(base);
+      pa = reinterpret_cast<int32_t*>(base + static_cast<size_t>(H) * 4);
+    }
+    attention_decode_generic(q, out, pool, dseqs, static_cast<int>(seqs_.size()), max_n, head_off, H, G, hd,
+                             probe ? probe->lo : 0, probe ? probe->hi : 0, pm, pa, stream_);
+    if (probe) {
+      download(probe->mass, pm, static_cast<size_t>(H) * 4);
+      download(probe->argmax, pa, static_cast<size_t>(H) * 4);
+    }
+    return;
+  }
+  // Plan on the host: tiles of 16 packed query rows per (sequence, KV head),
+  // each split along its keys so that the launch has a few blocks per SM.
+  const int r = H / G;
+  int64_t tiles_total = 0;
+  for (const PagedSeq& sq : seqs_) tiles_total += G * ceil_div(int64_t(r) * sq.n, kDecodeTileRows);
+  const int64_t target = 4LL * prop_.multiProcessorCount;
+  const int64_t want_splits = std::max<int64_t>(1, ceil_div(target, tiles_total));
+  work_.clear();
+  comb_.clear();
+  int slots = 0;
+  const int tk = decode_tile_keys();
+  for (size_t si = 0; si < seqs_.size(); ++si) {
+    const int tiles = static_cast<int>(ceil_div(int64_t(r) * seqs_[si].n, kDecodeTileRows));
+    for (int g = 0; g < G; ++g) {
+      const int L = caches_[si]->len(layer, g);
+      const int64_t max_splits = std::max<int64_t>(1, L / (4 * tk));  // at least 4 tiles of keys a split
+      const int64_t splits0 = std::min(want_splits, max_splits);
+      const int chunk = static_cast<int>(ceil_div(ceil_div(L, splits0), tk) * tk);
+      const int splits = static_cast<int>(ceil_div(L, chunk));
+      for (int t = 0; t < tiles; ++t) {
+        if (splits == 1) {
+          work_.push_back(DecodeWork{static_cast<int>(si), g, t, 0, L, -1});
+          continue;
+        }
+        comb_.push_back(DecodeCombine{static_cast<int>(si), g, t, slots, splits});
+        for (int sp = 0; sp < splits; ++sp)
+          work_.push_back(DecodeWork{static_cast<int>(si), g, t, sp * chunk, std::min(L, (sp + 1) * chunk), slots++});
+      }
+    }
+  }
+  // One upload: work | comb (skipped when the previous layer's was the same).
+  auto align = [](size_t b) { return (b + 15) / 16 * 16; };
+  const size_t b_work = align(work_.size() * sizeof(DecodeWork)), b_comb = comb_.size() * sizeof(DecodeCombine);
+  plan_host_.assign(b_work + b_comb, 0);
+  std::memcpy(plan_host_.data(), work_.data(), work_.size() * sizeof(DecodeWork));
+  if (b_comb) std::memcpy(plan_host_.data() + b_work, comb_.data(), b_comb);
+  auto* d = cached_upload<uint8_t>(plan_up_, plan_host_.data(), plan_host_.size(), "CUDA decode plan");
+  float* part = nullptr;
+  if (slots > 0)
+    part = static_cast<float*>(grow(part_, static_cast<size_t>(slots) * kDecodeTileRows * (hd + 2) * 4,
+                                    "CUDA decode partials"));
+  DecodePlan plan;
+  plan.seqs = dseqs;
+  plan.work = reinterpret_cast<const DecodeWork*>(d);
+  plan.comb = reinterpret_cast<const DecodeCombine*>(d + b_work);
+  plan.n_work = static_cast<int>(work_.size());
+  plan.n_comb = static_cast<int>(comb_.size());
+  plan.head_off = head_off;
+  plan.part_acc = part;
+  plan.part_ml = part ? part + static_cast<size_t>(slots) * kDecodeTileRows * hd : nullptr;
+  attention_decode_split(q, out, pool, plan, H, G, hd, stream_);
+}
+
+// ---- KV store ---------------------------------------------------------------
+
+void CudaBackend::kv_append(std::span<const AppendItem> items, int layer, const float* k, const float* v) {
+  if (items.empty()) return;
+  const KvCache& c0 = *items[0].cache;
+  const int G = c0.n_kv_heads(), hd = c0.head_dim();
+  check_batch(items, layer, "kv_append");
+  seqs_.clear();
+  int max_n = 0;
+  for (const AppendItem& it : items) {
+    if (it.n <= 0) continue;
+    seqs_.push_back(PagedSeq{it.cache->device_table(), it.cache->device_len(), it.cache->max_pages(), it.row0, it.n});
+    max_n = std::max(max_n, it.n);
+  }
+  if (seqs_.empty()) return;
+  const auto* d = cached_upload<PagedSeq>(seq_up_, seqs_.data(), seqs_.size() * sizeof(PagedSeq), "CUDA page lists");
+  kv_append_kernel<<<dim3(max_n, G, static_cast<unsigned>(seqs_.size())), 128, 0, stream_>>>(pool_of(c0), d, layer * G,
+                                                                                              k, v, G, hd);
+  CKV_LAUNCH_CHECK();
+}
+
+void CudaBackend::kv_gather(KvCache& cache, int layer, const DenseKV& src, std::span<const std::vector<int32_t>> rows) {
+  const int G = cache.n_kv_heads(), hd = cache.head_dim();
+  if (static_cast<int>(rows.size()) != G)
+    throw Error("CUDA kv_gather: " + std::to_string(rows.size()) + " row lists for " + std::to_string(G) + " KV heads");
+  // [off: G+1][dst0: G][rows...]
+  std::vector<int32_t> meta(2 * G + 1);
+  int max_cnt = 0;
+  for (int g = 0; g < G; ++g) {
+    meta[g + 1] = meta[g] + static_cast<int32_t>(rows[g].size());
+    max_cnt = std::max(max_cnt, static_cast<int>(rows[g].size()));
+  }
+  // The caller has grown each head by its count: the rows go to its last ones.
+  for (int g = 0; g < G; ++g) {
+    meta[G + 1 + g] = cache.len(layer, g) - static_cast<int32_t>(rows[g].size());
+    if (meta[G + 1 + g] < 0)
+      throw Error("CUDA kv_gather: head " + std::to_string(g) + " was not grown for its " +
+                  std::to_string(rows[g].size()) + " rows");
+  }
+  for (int g = 0; g < G; ++g) meta.insert(meta.end(), rows[g].begin(), rows[g].end());
+  if (max_cnt == 0) return;
+  auto* d = meta_upload(meta.data(), meta.size() * 4);
+  const size_t lay = static_cast<size_t>(layer) * G;
+  kv_gather_kernel<<<dim3(max_cnt, G), 128, 0, stream_>>>(pool_of(cache), cache.device_table() + lay * cache.max_pages(),
+                                                          cache.max_pages(), src.k, src.v, d + 2 * G + 1, d, d + G + 1,
+                                                          G, hd);
+  CKV_LAUNCH_CHECK();
+}
+
+void CudaBackend::kv_to_dense(const KvCache& cache, int layer, const DenseKV& dst, int exclude_last) {
+  const int G = cache.n_kv_heads(), hd = cache.head_dim();
+  int max_len = 0;
+  for (int g = 0; g < G; ++g) {
+    const int L = cache.len(layer, g) - exclude_last;
+    if (L < 0) throw Error("CUDA kv_to_dense: exclude_last above head " + std::to_string(g) + "'s length");
+    if (L > dst.first_new)
+      throw Error("CUDA kv_to_dense: head " + std::to_string(g) + " holds " + std::to_string(L) +
+                  " rows, more than the " + std::to_string(dst.first_new) + " before the new ones");
+    max_len = std::max(max_len, L);
+  }
+  if (max_len == 0) return;
+  const size_t lay = static_cast<size_t>(layer) * G;
+  kv_to_dense_kernel<<<dim3(max_len, G), 128, 0, stream_>>>(pool_of(cache), cache.device_table() + lay * cache.max_pages(),
+                                                            cache.device_len() + lay, exclude_last, cache.max_pages(),
+                                                            dst.k, dst.v, dst.first_new, G, hd);
+  CKV_LAUNCH_CHECK();
+}
+
+// ---- scoring ----------------------------------------------------------------
+
+void CudaBackend::window_scores(const float* qw, const float* k, int T, int w, int n_heads, int n_kv, int hd,
+                                std::span<const std::vector<int>> groups, int kernel, Pool pool, float* out) {
+  if (w < 1 || w >= T) throw Error("CUDA window_scores: window " + std::to_string(w) + " must be in [1, T = " +
+                                   std::to_string(T) + ")");
+  if (kernel < 1 || kernel % 2 == 0) throw Error("CUDA window_scores: pooling kernel must be odd and >= 1");
+  if (groups.empty()) return;
+  // Distinct heads scored, and each group as indices into them.
+  std::vector<int32_t> heads, goff{0}, gidx;
+  for (const auto& grp : groups) {
+    if (grp.empty()) throw Error("CUDA window_scores: an empty group of heads");
+    for (int h : grp) {
+      if (h < 0 || h >= n_heads) throw Error("CUDA window_scores: head " + std::to_string(h) + " out of range");
+      auto it = std::find(heads.begin(), heads.end(), h);
+      if (it == heads.end()) {
+        heads.push_back(h);
+        it = heads.end() - 1;
+      }
+      gidx.push_back(static_cast<int32_t>(it - heads.begin()));
+    }
+    goff.push_back(static_cast<int32_t>(gidx.size()));
+  }
+  const int nh = static_cast<int>(heads.size()), n = T - w;
+  const size_t q_floats = static_cast<size_t>(w) * hd;
+  if (q_floats > 8192) throw Error("CUDA window_scores: window x head dim above 8192");
+  int chunk = static_cast<int>(std::min<size_t>(1024, (8192 / w) / 32 * 32));
+  chunk = std::max(chunk, 32);
+  const size_t smem = (q_floats + static_cast<size_t>(w) * chunk + 2 * w) * 4;
+  const int stat_chunks = static_cast<int>(ceil_div(T, chunk)), mass_chunks = static_cast<int>(ceil_div(n, chunk));
+  // Scratch: [meta ints][part: nh*w*stat_chunks*2][mass: nh*n]
+  std::vector<int32_t> meta = heads;
+  meta.insert(meta.end(), goff.begin(), goff.end());
+  meta.insert(meta.end(), gidx.begin(), gidx.end());
+  const size_t meta_bytes = (meta.size() * 4 + 255) / 256 * 256;
+  const size_t part_floats = static_cast<size_t>(nh) * w * stat_chunks * 2;
+  auto* base = static_cast<uint8_t*>(
+      grow(ws_, meta_bytes + (part_floats + static_cast<size_t>(nh) * n) * 4, "CUDA window-score scratch"));
+  upload(base, meta.data(), meta.size() * 4);
+  auto* dheads = reinterpret_cast<const int32_t*>(base);
+  float* part = reinterpret_cast<float*>(base + meta_bytes);
+  float* mass = part + part_floats;
+  static bool attr = false;
+  if (!attr) {
+    CKV_CUDA_CHECK(cudaFuncSetAttribute(ws_stats_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
+    CKV_CUDA_CHECK(cudaFuncSetAttribute(ws_mass_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
+    attr = true;
+  }
+  WsArgs a{qw, k, dheads, T, w, n_heads, n_kv, hd, chunk, 1.0f / std::sqrt(static_cast<float>(hd))};
+  ws_stats_kernel<<<dim3(stat_chunks, nh), kWsThreads, smem, stream_>>>(a, part);
+  CKV_LAUNCH_CHECK();
+  ws_mass_kernel<<<dim3(mass_chunks, nh), kWsThreads, smem, stream_>>>(a, part, stat_chunks, mass);
+  CKV_LAUNCH_CHECK();
+  const int gn = static_cast<int>(groups.size());
+  ws_pool_kernel<<<dim3(grid_for(n, 256, 4096), gn), 256, 0, stream_>>>(mass, dheads + nh, dheads + nh + gn + 1, n,
+                                                                         kernel, pool == Pool::Max, out);
+  CKV_LAUNCH_CHECK();
+}
+
+std::vector<std::vector<int32_t>> CudaBackend::top_k(const float* score, int rows, int n, std::span<const int> k) {
+  if (static_cast<int>(k.size()) != rows)
+    throw Error("CUDA top_k: " + std::to_string(k.size()) + " counts for " + std::to_string(rows) + " rows");
+  std::vector<std::vector<int32_t>> res(rows);
+  if (rows == 0 || n <= 0) return res;
+  const int64_t total = int64_t(rows) * n;
+  if (total > INT32_MAX) throw Error("CUDA top_k: too many scores");
+  std::vector<int32_t> off(rows + 1);
+  for (int r = 0; r <= rows; ++r) off[r] = r * n;
+  size_t temp = 0;
+  CKV_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
+      nullptr, temp, static_cast<const float*>(nullptr), static_cast<float*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), static_cast<int>(total), rows,
+      static_cast<const int32_t*>(nullptr), static_cast<const int32_t*>(nullptr) + 1, 0, 32, stream_));
+  // [off][keys in][keys out][vals in][vals out][temp]
+  auto al = [](size_t b) { return (b + 255) / 256 * 256; };
+  const size_t b_off = al((rows + 1) * 4), b_arr = al(static_cast<size_t>(total) * 4);
+  auto* base = static_cast<uint8_t*>(grow(topk_, b_off + 4 * b_arr + temp, "CUDA top-k scratch"));
+  auto* doff = reinterpret_cast<int32_t*>(base);
+  auto* kin = reinterpret_cast<float*>(base + b_off);
+  auto* kout = reinterpret_cast<float*>(base + b_off + b_arr);
+  auto* vin = reinterpret_cast<int32_t*>(base + b_off + 2 * b_arr);
+  auto* vout = reinterpret_cast<int32_t*>(base + b_off + 3 * b_arr);
+  void* dtemp = base + b_off + 4 * b_arr;
+  upload(doff, off.data(), off.size() * 4);
+  topk_prep_kernel<<<grid_for(total, 256), 256, 0, stream_>>>(score, kin, vin, total, n);
+  CKV_LAUNCH_CHECK();
+  // Radix sort is stable: equal scores keep ascending positions (ties: lower first).
+  CKV_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(dtemp, temp, kin, kout, vin, vout,
+                                                                     static_cast<int>(total), rows, doff, doff + 1, 0,
+                                                                     32, stream_));
+  for (int r = 0; r < rows; ++r) {
+    const int kr = std::clamp(k[r], 0, n);
+    res[r].resize(kr);
+    if (kr)
+      CKV_CUDA_CHECK(cudaMemcpyAsync(res[r].data(), vout + static_cast<size_t>(r) * n, static_cast<size_t>(kr) * 4,
+                                     cudaMemcpyDeviceToHost, stream_));
+  }
+  CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (auto& v : res) std::sort(v.begin(), v.end());
+  return res;
+}
+
+}  // namespace
+
+}  // namespace ckv::cuda
+
+namespace ckv {
+
+bool cuda_available(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    if (why) *why = std::string("no usable CUDA device: ") + cudaGetErrorString(e);
+    return false;
+  }
+  if (n == 0) {
+    if (why) *why = "no CUDA device";
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt) {
+  std::string why;
+  if (!cuda_available(&why)) throw Error("--device cuda: " + why);
+  return std::make_unique<cuda::CudaBackend>(opt);
+}
+
+}  // namespace ckv

@@ -1,0 +1,110 @@
+// Shared by the CUDA backend's .cu files: error checks, bf16/f16 helpers and
+// the internal kernel launchers (defined in cuda_attention.cu and
+// cuda_backend.cu). Everything here runs on the backend's one stream.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "util/error.h"
+
+namespace ckv::cuda {
+
+// Every CUDA call is checked; the error names the call and the place.
+[[noreturn]] void fail(const char* what, const char* err, const char* file, int line);
+#define CKV_CUDA_CHECK(call)                                                          \
+  do {                                                                                \
+    cudaError_t e_ = (call);                                                          \
+    if (e_ != cudaSuccess) ::ckv::cuda::fail(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+  } while (0)
+#define CKV_CUBLAS_CHECK(call)                                                                 \
+  do {                                                                                         \
+    cublasStatus_t s_ = (call);                                                                \
+    if (s_ != CUBLAS_STATUS_SUCCESS) ::ckv::cuda::fail(#call, cublasLt_status(s_), __FILE__, __LINE__); \
+  } while (0)
+// After each launch: a bad configuration shows here, not at the next sync.
+#define CKV_LAUNCH_CHECK() CKV_CUDA_CHECK(cudaGetLastError())
+
+const char* cublasLt_status(cublasStatus_t s);
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Key/value row element of a KV page.
+enum class KvElem { F32, F16 };
+
+// ---- attention launchers (cuda_attention.cu)
+
+// Dense causal prefill (Backend::attention_prefill) on the tensor cores for
+// head dims 64 and 128: K/V rows [kv_row0, ...) as f16 ([rows][n_kv][hd]),
+// made from the f32 rows by convert_kv_half. start: device [n_kv] or nullptr
+// (every head starts at first_new).
+bool prefill_mma_supported(int hd);
+void convert_kv_half(const float* k, const float* v, __half* kh, __half* vh, int64_t n, cudaStream_t s);
+void attention_prefill_f16(const float* q, const __half* kh, const __half* vh, int64_t kv_row0, float* out, int64_t i0,
+                           int64_t nq, int64_t first_new, const int32_t* start, int n_heads, int n_kv, int hd,
+                           cudaStream_t s);
+// The same on the CUDA cores in f32, any head dim up to 256.
+void attention_prefill_generic(const float* q, const float* k, const float* v, float* out, int64_t i0, int64_t nq,
+                               int64_t first_new, const int32_t* start, int n_heads, int n_kv, int hd, cudaStream_t s);
+
+// One sequence's view of its paged cache at one layer, for the device.
+// Layer-independent (one upload serves every layer of a step): the kernels
+// add head_off = layer * n_kv.
+struct PagedSeq {
+  const int32_t* table;  // [layers * n_kv][max_pages] page ids
+  const int32_t* len;    // [layers * n_kv] rows, counting the new tokens
+  int max_pages;
+  int row0, n;           // query rows [row0, row0 + n) of the batch
+};
+
+// Query rows of one decode tile: KV head g's query heads for each new token
+// of a sequence, packed (row p = token p / r, head g*r + p % r), 16 a tile.
+constexpr int kDecodeTileRows = 16;
+// A block's share of a decode: rows [16*tile, 16*tile + 16) of KV head g's packed
+// query group of sequence `seq`, over keys [k0, k1); partial results go to
+// slot `slot` (or straight to out when slot < 0).
+struct DecodeWork {
+  int seq, g, tile, k0, k1, slot;
+};
+// Merges the partials of splits [slot0, slot0 + n_splits) of one tile.
+struct DecodeCombine {
+  int seq, g, tile, slot0, n_splits;
+};
+
+struct PagedPool {
+  const uint8_t* base;
+  size_t page_bytes;
+  int page_rows;
+  KvElem elem;
+};
+
+struct DecodePlan {
+  const PagedSeq* seqs;        // device
+  const DecodeWork* work;      // device [n_work]
+  const DecodeCombine* comb;   // device [n_comb]
+  int n_work, n_comb;
+  int head_off;                // layer * n_kv
+  float* part_acc;             // [slots][16][hd]
+  float* part_ml;              // [slots][16][2] (max in log2 units, sum)
+};
+
+// Flash-decoding over f16 pages on the tensor cores, head dims 64 and 128
+// (others, and f32 pages: the generic kernel).
+void attention_decode_split(const float* q, float* out, const PagedPool& pool, const DecodePlan& plan, int n_heads,
+                            int n_kv, int hd, cudaStream_t s);
+bool decode_split_supported(int hd);
+int decode_tile_keys();  // a split's keys are best a multiple of this (4 warps x 16 keys)
+
+// The generic decode (any head dim; one block per query row and head) with
+// optional probe outputs (mass over [lo, hi) and argmax row per head of a
+// one-sequence one-token batch: device mass[H], argmax[H]).
+void attention_decode_generic(const float* q, float* out, const PagedPool& pool, const PagedSeq* seqs, int n_seqs,
+                              int max_rows_per_seq, int head_off, int n_heads, int n_kv, int hd, int probe_lo,
+                              int probe_hi,
+                              float* probe_mass, int32_t* probe_argmax, cudaStream_t s);
+
+}  // namespace ckv::cuda

@@ -1,0 +1,104 @@
+// The sampler (src/engine/sampler.cpp): greedy at temperature 0, top-k, then
+// temperature, then top-p, from a seeded generator. Frequencies are compared
+// with the exact distribution over many draws (tolerances of ~5 standard
+// deviations, so the tests do not flake; the seeds make them repeatable).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "engine/sampler.h"
+
+using ckv::Sampler;
+using ckv::SamplerParams;
+
+namespace {
+
+const std::vector<float> kLogits = {1.0f, 3.0f, 2.0f, 0.5f, 3.0f, -1.0f};  // ids 1 and 4 tie for the top
+
+SamplerParams params(float temp, int top_k, float top_p, uint64_t seed = 1) {
+  SamplerParams p;
+  p.temperature = temp;
+  p.top_k = top_k;
+  p.top_p = top_p;
+  p.seed = seed;
+  return p;
+}
+
+std::vector<int> draws(const SamplerParams& p, int n, const std::vector<float>& logits = kLogits) {
+  Sampler s(p);
+  std::vector<int> out;
+  for (int i = 0; i < n; ++i) out.push_back(s.sample(logits.data(), static_cast<int>(logits.size())));
+  return out;
+}
+
+// softmax(logits / temp) restricted to `allowed`, renormalised.
+std::vector<double> expected(float temp, const std::vector<int>& allowed) {
+  std::vector<double> p(kLogits.size(), 0.0);
+  double sum = 0;
+  for (int id : allowed) sum += (p[id] = std::exp(kLogits[id] / temp));
+  for (double& x : p) x /= sum;
+  return p;
+}
+
+void expect_frequencies(const std::vector<int>& got, const std::vector<double>& want) {
+  const double n = static_cast<double>(got.size());
+  std::vector<double> count(want.size(), 0.0);
+  for (int id : got) count.at(id) += 1;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i] == 0) {
+      EXPECT_EQ(count[i], 0) << "id " << i << " must never be drawn";
+      continue;
+    }
+    const double sd = std::sqrt(n * want[i] * (1 - want[i]));
+    EXPECT_NEAR(count[i], n * want[i], 5 * sd + 1) << "id " << i;
+  }
+}
+
+}  // namespace
+
+TEST(Sampler, GreedyAtTemperatureZeroTakesTheLowestTopId) {
+  for (int id : draws(params(0.0f, 40, 0.95f), 50)) EXPECT_EQ(id, 1);
+  EXPECT_EQ(Sampler::argmax(kLogits.data(), 6), 1);
+}
+
+TEST(Sampler, TopKOneIsGreedyAtAnyTemperature) {
+  for (int id : draws(params(5.0f, 1, 1.0f), 200)) EXPECT_EQ(id, 1);
+}
+
+TEST(Sampler, FullDistributionAtTemperatureOne) {
+  expect_frequencies(draws(params(1.0f, 0, 1.0f), 20000), expected(1.0f, {0, 1, 2, 3, 4, 5}));
+}
+
+TEST(Sampler, TemperatureSharpensAndFlattens) {
+  expect_frequencies(draws(params(0.5f, 0, 1.0f, 7), 20000), expected(0.5f, {0, 1, 2, 3, 4, 5}));
+  expect_frequencies(draws(params(3.0f, 0, 1.0f, 8), 20000), expected(3.0f, {0, 1, 2, 3, 4, 5}));
+}
+
+TEST(Sampler, TopKKeepsTheKBest) {
+  // The 3 best: ids 1 and 4 (3.0), then 2 (2.0).
+  expect_frequencies(draws(params(1.0f, 3, 1.0f, 3), 20000), expected(1.0f, {1, 4, 2}));
+  // k larger than the vocabulary is everything.
+  expect_frequencies(draws(params(1.0f, 100, 1.0f, 4), 20000), expected(1.0f, {0, 1, 2, 3, 4, 5}));
+}
+
+TEST(Sampler, TopPKeepsTheSmallestNucleus) {
+  // At temperature 1: p(1) = p(4) ~ 0.384, p(2) ~ 0.141, the rest ~ 0.091.
+  // top_p 0.5: the two best (0.768 >= 0.5); top_p 0.8: three (0.909).
+  expect_frequencies(draws(params(1.0f, 0, 0.5f, 5), 20000), expected(1.0f, {1, 4}));
+  expect_frequencies(draws(params(1.0f, 0, 0.8f, 6), 20000), expected(1.0f, {1, 4, 2}));
+  // A tiny top_p keeps only the best.
+  for (int id : draws(params(1.0f, 0, 1e-6f, 9), 200)) EXPECT_EQ(id, 1);
+}
+
+TEST(Sampler, TopKThenTopP) {
+  // top-k 3 first ({1, 4, 2}, renormalised: 0.42, 0.42, 0.16), then top-p 0.7 keeps {1, 4}.
+  expect_frequencies(draws(params(1.0f, 3, 0.7f, 10), 20000), expected(1.0f, {1, 4}));
+}
+
+TEST(Sampler, SeedsRepeatAndDiffer) {
+  const auto a = draws(params(1.0f, 0, 1.0f, 42), 500);
+  EXPECT_EQ(a, draws(params(1.0f, 0, 1.0f, 42), 500));
+  EXPECT_NE(a, draws(params(1.0f, 0, 1.0f, 43), 500));
+}
