@@ -18,6 +18,7 @@
 #include "eval/needles.h"
 #include "eval/niah.h"
 #include "eval/niah_probe.h"
+#include "eval/report.h"
 #include "eval/results.h"
 #include "eval/rouge.h"
 #include "eval/ruler.h"
@@ -423,4 +424,12 @@ TEST(Results, JsonSchemaSummaryAndTable) {
   EXPECT_DOUBLE_EQ(kj["summary"][0]["kl_mean"].get<double>(), 0.5);
   EXPECT_DOUBLE_EQ(kj["summary"][0]["top1_agreement"].get<double>(), 0.5);
   EXPECT_NE(k.markdown().find("| SnapKV | 0.5000 |"), std::string::npos) << k.markdown();
+
+  // An answer cut inside a UTF-8 character still gives a readable results.json.
+  r.rows[0].response = "caf\xc3";
+  TmpDir d("results");
+  write_results(d / "", r);
+  auto back = nlohmann::json::parse(test::read_text(d / "results.json"));
+  EXPECT_EQ(back["rows"][0]["response"], "caf\xef\xbf\xbd");
+  EXPECT_NE(test::read_text(d / "table.md").find("| SnapKV | 30.0 | 70.0 |"), std::string::npos);
 }

@@ -101,6 +101,11 @@ TEST(SharedPrefill, SameAnswersAsSeparateSessions) {
     EXPECT_EQ(static_cast<int>(forced_logits[i].size()), step);
     forced_logits[i].emplace_back(lg, lg + m.config.vocab_size);
   });
+  // Cells one at a time (a small KV pool) answer the same.
+  eval::set_grid_pool_bytes(3.0 * 2 * 226 * 5 * 4 * 8 * 4);
+  const auto grouped = eval::grid_answers(m, *tok, prompt, cells, base, go);
+  eval::set_grid_pool_bytes(4.0 * (1 << 30));
+  for (size_t i = 0; i < cells.size(); ++i) EXPECT_EQ(grouped[i].text, shared[i].text) << cells[i].method;
   std::set<std::string> distinct;
   for (size_t i = 0; i < cells.size(); ++i) {
     const std::string what = cells[i].method + " " + std::to_string(cells[i].budget);

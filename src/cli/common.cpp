@@ -21,8 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tokenizer/utf8.h"
 #include "profile/shipped.h"
+#include "tokenizer/utf8.h"
 #include "util/error.h"
 
 namespace ckv::cli {

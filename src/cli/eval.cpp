@@ -60,6 +60,7 @@ struct Setup {
 // Loads the model and its tokenizer (the grid's lists are checked first).
 void load_model(const Common& a, Setup& s) {
   s.cells = eval::grid_cells(a.methods, a.budgets);
+  eval::make_output_dir(a.out);  // before the work: a bad -o fails now
   s.m = load(a.model);
   s.tok = tokenizer_for(*s.m);
 }
@@ -76,6 +77,7 @@ void check_cells(const Common& a, Setup& s) {
   kv.budget = a.budgets.empty() ? 0 : a.budgets[0];
   s.base = session_options(kv, *s.m, s.prof);
   s.base.method = "full";
+  s.base.make_backend = backend_factory(a.model, s.base.q8_matmul);
   eval::check_cells(*s.m, s.cells, s.base);
 }
 

@@ -29,8 +29,12 @@ std::string side_file(const std::string& out) {
 int identify(const Args& a) {
   eval::check_niah_grid(a.opt.grid);
   if (a.opt.max_new < 1) throw Error("--max-new must be at least 1");
+  check_output_path(a.out, "-o");
+  check_output_path(side_file(a.out), "-o (its side file)");
   auto m = load(a.model);
   auto tok = tokenizer_for(*m);
+  IdentifyOptions opt = a.opt;
+  opt.make_backend = backend_factory(a.model, false);
   const std::vector<eval::Needle> needles =
       a.needles.empty() ? eval::calibration_needles() : eval::read_needles(a.needles);
   int max_len = 0;
@@ -52,7 +56,7 @@ int identify(const Args& a) {
   std::vector<ProbeRecord> partial;
   const std::string side = side_file(a.out);
   try {
-    r = identify_heads(*m, *tok, probes, needles, a.opt, [&](size_t i, const ProbeRecord& rec) {
+    r = identify_heads(*m, *tok, probes, needles, opt, [&](size_t i, const ProbeRecord& rec) {
       counted += rec.counted;
       partial.push_back(rec);
       char note[64];

@@ -29,6 +29,9 @@ int profile_layers(Args a) {
   if (a.opt.budget <= a.window) throw Error("--budget " + std::to_string(a.opt.budget) + " must exceed --kv-window " +
                                             std::to_string(a.window));
   if (a.opt.max_new < 1) throw Error("--max-new must be at least 1");
+  check_output_path(a.out.empty() ? a.profile : a.out, a.out.empty() ? "--profile" : "-o");
+  if (a.model.device == "cuda")
+    std::fprintf(stderr, "warning: profile-layers reads the cache rows on the host: it runs on the CPU\n");
   auto m = load(a.model);
   auto tok = tokenizer_for(*m);
   Profile prof = Profile::load(a.profile);

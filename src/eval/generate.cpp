@@ -1,6 +1,7 @@
 #include "eval/generate.h"
 
 #include "engine/sampler.h"
+#include "tokenizer/utf8.h"
 
 namespace ckv::eval {
 
@@ -30,6 +31,7 @@ Answer greedy_answer(Session& s, const Tokenizer& tok, std::vector<float>& logit
     if (opt.stop_at_newline && answer_ends(a.text)) break;
     if (step + 1 < opt.max_new) s.decode(id, logits.data());
   }
+  a.text = utf8::replace_invalid(a.text);  // an answer may stop inside a character
   return a;
 }
 

@@ -14,7 +14,7 @@ namespace ckv::eval {
 
 struct Answer {
   std::vector<int> ids;  // generated ids, the ending EOS/newline token included
-  std::string text;      // the answer text (up to the ending newline)
+  std::string text;      // the answer text (up to the ending newline), valid UTF-8 (U+FFFD for broken bytes)
 };
 
 struct GenerateOptions {

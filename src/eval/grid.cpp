@@ -7,6 +7,7 @@
 #include "engine/forward.h"
 #include "engine/sampler.h"
 #include "press/press.h"
+#include "tokenizer/utf8.h"
 #include "util/error.h"
 
 namespace ckv::eval {
@@ -81,96 +82,152 @@ void check_cells(const Model& m, const std::vector<Cell>& cells, const SessionOp
 
 namespace {
 
-// One context for the grid: the full read and every cell's copy of it, each
-// cell a sequence of one batch. seqs[i] is cell i's (the full read itself for
-// FullKV); logits[i] its next-token logits after the prompt.
+// Address space for one grid's KV pool: the full read plus a group of cells,
+// each with room for a full cache (pages are touched only as they are used,
+// but one allocation much larger than the machine's memory is refused).
+double g_pool_bytes = 4.0 * (1 << 30);
+
+// One context for the grid: the full read, and the cells' copies of it made
+// and decoded a group at a time (each cell a sequence of one decode batch).
 struct Grid {
   std::unique_ptr<Context> ctx;
   std::unique_ptr<Sequence> full;
-  std::vector<std::unique_ptr<Sequence>> copies;
-  std::vector<Sequence*> seqs;
-  std::vector<std::vector<float>> logits;
+  std::vector<float> full_logits;
+  int group = 1;  // cells per group
 
-  Grid(const Model& m, const std::vector<int>& prompt, int64_t extra, const std::vector<Cell>& cells,
-       const SessionOptions& base) {
+  Grid(const Model& m, const std::vector<int>& prompt, int64_t extra, size_t n_cells, const SessionOptions& base) {
+    const ModelConfig& c = m.config;
     SessionOptions fo = cell_options(base, {"full", 0});
     fo.keep_queries = base.press.window;  // what the copies' window scoring reads
     ContextOptions co = context_options(fo);
-    co.max_seqs = static_cast<int>(cells.size());
-    co.n_ctx = static_cast<int>(std::min<int64_t>(m.config.context, static_cast<int64_t>(prompt.size()) + extra));
-    ctx = std::make_unique<Context>(m, make_cpu_backend(base.q8_matmul), co);
+    co.n_ctx = static_cast<int>(std::min<int64_t>(c.context, static_cast<int64_t>(prompt.size()) + extra));
+    const double cache_bytes = 2.0 * (co.n_ctx + 16) * c.n_layers * c.n_kv_heads * c.head_dim *
+                               static_cast<double>(kv_type_bytes(co.kv_type));
+    group = static_cast<int>(std::clamp<double>(g_pool_bytes / cache_bytes - 1, 1, static_cast<double>(n_cells)));
+    co.max_seqs = group + 1;
+    co.kv_pages = 0;  // room for max_seqs full caches
+    ctx = std::make_unique<Context>(m, base.make_backend ? base.make_backend() : make_cpu_backend(base.q8_matmul), co);
     full = std::make_unique<Sequence>(*ctx, sequence_options(fo));
-    const int V = m.config.vocab_size;
-    std::vector<float> full_logits(V);
+    full_logits.resize(c.vocab_size);
     full->read(prompt, full_logits.data());
-    for (const Cell& c : cells) {
+  }
+  ~Grid() { full.reset(); }
+
+  // Runs fn(first, seqs, logits) on groups of the cells: seqs[i] holds cell
+  // first + i's prompt as its press keeps it (the full read itself for
+  // FullKV, whose group comes last so that every copy is made before it
+  // decodes), logits[i] its next-token logits. A group's copies are freed
+  // after it.
+  template <class F>
+  void for_groups(const std::vector<Cell>& cells, const SessionOptions& base, F fn) {
+    std::vector<size_t> order;
+    for (size_t i = 0; i < cells.size(); ++i)
+      if (!cells[i].full()) order.push_back(i);
+    for (size_t i = 0; i < cells.size(); ++i)
+      if (cells[i].full()) order.push_back(i);
+    for (size_t g0 = 0; g0 < order.size(); g0 += group) {
+      const size_t g1 = std::min(order.size(), g0 + group);
+      std::vector<std::unique_ptr<Sequence>> copies;
+      std::vector<Sequence*> seqs;
+      std::vector<size_t> idx;
       // The prompt's logits are the full read's: compressing after a layer's
       // attention changes no prompt position.
-      logits.push_back(full_logits);
-      if (c.full()) {
-        seqs.push_back(full.get());
-      } else {
-        copies.push_back(Sequence::compress_copy(*full, sequence_options(cell_options(base, c))));
-        seqs.push_back(copies.back().get());
+      std::vector<std::vector<float>> logits;
+      for (size_t k = g0; k < g1; ++k) {
+        const Cell& cell = cells[order[k]];
+        if (cell.full()) {
+          seqs.push_back(full.get());
+        } else {
+          copies.push_back(Sequence::compress_copy(*full, sequence_options(cell_options(base, cell))));
+          seqs.push_back(copies.back().get());
+        }
+        idx.push_back(order[k]);
+        logits.push_back(full_logits);
       }
+      fn(idx, seqs, logits);
     }
-  }
-  ~Grid() {
-    copies.clear();
-    full.reset();
   }
 };
 
 }  // namespace
 
+void set_grid_pool_bytes(double bytes) { g_pool_bytes = bytes; }
+
 std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std::vector<int>& prompt,
                                  const std::vector<Cell>& cells, const SessionOptions& base,
                                  const GenerateOptions& go) {
-  Grid g(m, prompt, go.max_new + 1, cells, base);
+  Grid g(m, prompt, go.max_new + 1, cells.size(), base);
   const int V = m.config.vocab_size;
-  const size_t n = cells.size();
-  std::vector<Answer> out(n);
-  std::vector<int> next(n, 0), prev(n, -1);
-  std::vector<bool> going(n, true);
-  std::vector<DecodeStep> batch;
-  for (int step = 0; step < go.max_new; ++step) {
-    batch.clear();
-    for (size_t i = 0; i < n; ++i) {
-      if (!going[i]) continue;
-      const int id = Sampler::argmax(g.logits[i].data(), V);
-      out[i].ids.push_back(id);
-      if (tok.is_eog(id)) {
-        going[i] = false;
-        continue;
+  std::vector<Answer> out(cells.size());
+  g.for_groups(cells, base, [&](const std::vector<size_t>& idx, const std::vector<Sequence*>& seqs,
+                                std::vector<std::vector<float>>& logits) {
+    const size_t n = idx.size();
+    std::vector<int> next(n, 0), prev(n, -1);
+    std::vector<bool> going(n, true);
+    std::vector<DecodeStep> batch;
+    for (int step = 0; step < go.max_new; ++step) {
+      batch.clear();
+      for (size_t i = 0; i < n; ++i) {
+        if (!going[i]) continue;
+        Answer& a = out[idx[i]];
+        const int id = Sampler::argmax(logits[i].data(), V);
+        a.ids.push_back(id);
+        if (tok.is_eog(id)) {
+          going[i] = false;
+          continue;
+        }
+        a.text += tok.decode_piece(prev[i], id);
+        prev[i] = id;
+        if ((go.stop_at_newline && answer_ends(a.text)) || step + 1 == go.max_new) {
+          going[i] = false;
+          continue;
+        }
+        next[i] = id;
+        batch.push_back({seqs[i], std::span<const int>(&next[i], 1), logits[i].data(), false});
       }
-      out[i].text += tok.decode_piece(prev[i], id);
-      prev[i] = id;
-      if ((go.stop_at_newline && answer_ends(out[i].text)) || step + 1 == go.max_new) {
-        going[i] = false;
-        continue;
-      }
-      next[i] = id;
-      batch.push_back({g.seqs[i], std::span<const int>(&next[i], 1), g.logits[i].data(), false});
+      if (batch.empty()) break;
+      decode_step(*g.ctx, batch);
     }
-    if (batch.empty()) break;
-    decode_step(*g.ctx, batch);
-  }
+  });
+  for (auto& a : out) a.text = utf8::replace_invalid(a.text);  // an answer may stop inside a character
   return out;
 }
 
 void grid_teacher_force(const Model& m, const std::vector<int>& prompt, const std::vector<int>& forced,
                         const std::vector<Cell>& cells, const SessionOptions& base,
                         const std::function<void(size_t, int, const float*)>& fn) {
-  Grid g(m, prompt, static_cast<int64_t>(forced.size()) + 1, cells, base);
-  const size_t n = cells.size();
-  std::vector<DecodeStep> batch(n);
-  for (size_t step = 0; step < forced.size(); ++step) {
-    for (size_t i = 0; i < n; ++i) fn(i, static_cast<int>(step), g.logits[i].data());
-    if (step + 1 == forced.size()) break;
-    for (size_t i = 0; i < n; ++i)
-      batch[i] = {g.seqs[i], std::span<const int>(&forced[step], 1), g.logits[i].data(), false};
-    decode_step(*g.ctx, batch);
+  // FullKV first, on a read of its own: its distributions are the others' reference.
+  std::vector<Cell> others;
+  std::vector<size_t> other_idx;
+  for (size_t i = 0; i < cells.size(); ++i) {
+    if (!cells[i].full()) {
+      others.push_back(cells[i]);
+      other_idx.push_back(i);
+      continue;
+    }
+    SessionOptions fo = cell_options(base, cells[i]);
+    Session s(m, fo);
+    std::vector<float> logits(m.config.vocab_size);
+    s.prefill(prompt, logits.data());
+    for (size_t step = 0; step < forced.size(); ++step) {
+      fn(i, static_cast<int>(step), logits.data());
+      if (step + 1 < forced.size()) s.decode(forced[step], logits.data());
+    }
   }
+  if (others.empty()) return;
+  Grid g(m, prompt, static_cast<int64_t>(forced.size()) + 1, others.size(), base);
+  g.for_groups(others, base, [&](const std::vector<size_t>& idx, const std::vector<Sequence*>& seqs,
+                                 std::vector<std::vector<float>>& logits) {
+    const size_t n = idx.size();
+    std::vector<DecodeStep> batch(n);
+    for (size_t step = 0; step < forced.size(); ++step) {
+      for (size_t i = 0; i < n; ++i) fn(other_idx[idx[i]], static_cast<int>(step), logits[i].data());
+      if (step + 1 == forced.size()) break;
+      for (size_t i = 0; i < n; ++i)
+        batch[i] = {seqs[i], std::span<const int>(&forced[step], 1), logits[i].data(), false};
+      decode_step(*g.ctx, batch);
+    }
+  });
 }
 
 }  // namespace ckv::eval

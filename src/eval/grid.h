@@ -4,7 +4,8 @@
 // if its own prefill had compressed it; issue 8 item 3, as the reference
 // evaluation does). The cells then decode together: one decode step (one
 // weight read) serves every cell still going, so a grid costs about one
-// prefill per probe plus one batched decode.
+// prefill per probe plus one batched decode (in groups of cells when the
+// prompt is long, to bound the KV pool).
 #pragma once
 #include <functional>
 #include <memory>
@@ -42,6 +43,10 @@ SessionOptions cell_options(const SessionOptions& base, const Cell& c);
 // compresskv without a profile, ...) fail before any work.
 void check_cells(const Model& m, const std::vector<Cell>& cells, const SessionOptions& base);
 
+// Address space a grid's KV pool may take (default 4 GiB): cells run in
+// groups of as many as fit with room for a full cache each. Tests lower it.
+void set_grid_pool_bytes(double bytes);
+
 // Greedy answers (eval/generate.h's rule, go.on_token unused) of every cell
 // on one prompt; each is the answer a session of that cell alone gives.
 std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std::vector<int>& prompt,
@@ -51,7 +56,8 @@ std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std
 // Teacher forcing: after the prompt every cell reads forced[0], forced[1],
 // ...; fn(cell, step, logits) sees each cell's next-token logits ([vocab])
 // before forced[step] (step 0: the prompt's last position), for steps
-// 0 .. forced.size() - 1.
+// 0 .. forced.size() - 1. Every step of the FullKV cell comes before any
+// other cell's (it is their reference).
 void grid_teacher_force(const Model& m, const std::vector<int>& prompt, const std::vector<int>& forced,
                         const std::vector<Cell>& cells, const SessionOptions& base,
                         const std::function<void(size_t cell, int step, const float* logits)>& fn);

@@ -89,34 +89,33 @@ Results run_kld(const Model& m, const std::vector<int>& tokens, const std::strin
   const int V = m.config.vocab_size, N = opt.n_eval;
   const std::vector<int> prompt(tokens.begin(), tokens.begin() + opt.n_ctx);
   const std::vector<int> forced(tokens.begin() + opt.n_ctx, tokens.begin() + opt.n_ctx + N);
-  // FullKV first: at each step its distribution is the reference of the others.
-  std::vector<size_t> order;
-  for (size_t i = 0; i < cells.size(); ++i)
-    if (cells[i].full()) order.insert(order.begin(), i);
-    else order.push_back(i);
-  std::vector<Cell> run_cells;
-  for (size_t i : order) run_cells.push_back(cells[i]);
-  if (run_cells.empty() || !run_cells[0].full()) run_cells.insert(run_cells.begin(), Cell{"full", 0});
-
-  std::vector<float> ref(V);  // this step's FullKV log-probabilities
-  int ref_top = 0;
+  // FullKV's log-probabilities at every step ([N][V]) and argmax: its steps come first.
+  std::vector<Cell> run_cells = cells;
+  size_t full_i = run_cells.size();
+  for (size_t i = 0; i < run_cells.size(); ++i)
+    if (run_cells[i].full()) full_i = i;
+  if (full_i == run_cells.size()) run_cells.push_back(Cell{"full", 0});
+  std::vector<float> ref(static_cast<size_t>(N) * V);
+  std::vector<int> ref_top(N);
   std::vector<std::vector<double>> kl(run_cells.size(), std::vector<double>(N, 0.0));
   std::vector<int> agree(run_cells.size(), 0);
   grid_teacher_force(m, prompt, forced, run_cells, base, [&](size_t ci, int step, const float* lg) {
-    if (ci == 0) {
-      log_softmax(lg, V, ref.data());
-      ref_top = Sampler::argmax(lg, V);
+    float* rs = &ref[static_cast<size_t>(step) * V];
+    if (run_cells[ci].full()) {
+      log_softmax(lg, V, rs);
+      ref_top[step] = Sampler::argmax(lg, V);
+    } else {
+      kl[ci][step] = kl_from_logp(rs, lg, V);
     }
-    kl[ci][step] = ci == 0 ? 0.0 : kl_from_logp(ref.data(), lg, V);
-    agree[ci] += Sampler::argmax(lg, V) == ref_top;
+    agree[ci] += Sampler::argmax(lg, V) == ref_top[step];
   });
 
   Results r;
   r.task = "kld";
   r.model = m.path;
   std::vector<Row> rows(cells.size());
-  for (size_t k = 0; k < order.size(); ++k) {
-    const size_t i = order[k], ci = k + (run_cells.size() - order.size());
+  for (size_t i = 0; i < cells.size(); ++i) {
+    const size_t ci = i;
     Row& row = rows[i];
     row.method = cells[i].method;
     if (!cells[i].full()) row.budget = cells[i].budget;

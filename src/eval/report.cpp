@@ -16,7 +16,7 @@ void make_output_dir(const std::string& dir) {
 }
 
 std::string write_results(const std::string& dir, const Results& r, const std::string& extra_md) {
-  write_text(dir + "/results.json", r.to_json().dump(1) + "\n");
+  write_text(dir + "/results.json", r.to_json().dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   const std::string md = r.markdown();
   write_text(dir + "/table.md", "# " + r.task + ": " + r.model + "\n\n" + md + extra_md);
   return md;

@@ -26,6 +26,7 @@ ProbeRecord run_identify_probe(const Model& m, const Tokenizer& tok, const eval:
   ProbeHeadSums sums(c.n_layers, c.n_heads, p.tokens, a, std::min<int>(b, static_cast<int>(p.tokens.size())));
 
   SessionOptions so;
+  so.make_backend = opt.make_backend;
   AttentionProbe probe;  // the engine's own decode attention, summed over [a, b)
   probe.lo = a;
   probe.hi = b;
@@ -118,7 +119,7 @@ std::string probe_records_jsonl(const std::vector<ProbeRecord>& records, const s
                         {"recall", p.recall},
                         {"steps_in_span", p.steps_in_span},
                         {"counted", p.counted}};
-    ss << o.dump() << "\n";
+    ss << o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
   return ss.str();
 }

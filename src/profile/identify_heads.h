@@ -4,6 +4,7 @@
 // AttentionProbe hook; no second attention is written for it).
 #pragma once
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "eval/haystack.h"
 #include "eval/needles.h"
 #include "eval/niah.h"
+#include "kernels/backend.h"
 #include "model/model.h"
 #include "profile/head_scores.h"
 #include "profile/profile.h"
@@ -22,6 +24,8 @@ struct IdentifyOptions {
   eval::NiahGrid grid;      // lengths 1000, 2000, 4000; depths 0.1 .. 0.9
   int max_new = 50;         // step 5
   double min_recall = 0.5;  // step 7: a probe counts when its recall exceeds this
+  // Backend of the probes' sessions (e.g. CUDA); empty = the CPU.
+  std::function<std::unique_ptr<Backend>()> make_backend;
 };
 
 // What one probe did (the side file of the profile).
