@@ -91,7 +91,7 @@ nlohmann::json run_scenario(const Model& m, const Scenario& sc, const Profile* p
   const ModelConfig& c = m.config;
   const size_t base = device_used();
   ContextOptions co;
-  co.n_ctx = sc.prompt + sc.gen + 8;
+  co.n_ctx = sc.prompt + sc.gen + 32;  // + the phase steps below
   co.max_seqs = sc.batch;
   co.chunk = 4096;
   co.kv_type = KvType::F16;
@@ -141,18 +141,46 @@ nlohmann::json run_scenario(const Model& m, const Scenario& sc, const Profile* p
   }
   std::vector<int> next(sc.batch);
   for (int i = 0; i < sc.batch; ++i) next[i] = Sampler::argmax(&logits[size_t(i) * V], V);
+  // Greedy: each step sends back every sequence's top logit (DecodeStep::top).
   std::vector<DecodeStep> steps(sc.batch);
-  for (int i = 0; i < sc.batch; ++i)
+  std::vector<int32_t> top(sc.batch);
+  for (int i = 0; i < sc.batch; ++i) {
     steps[i] = {seqs[i].get(), std::span<const int>(&next[i], 1), &logits[size_t(i) * V]};
+    steps[i].top = 1;
+    steps[i].top_ids = &top[i];
+  }
   const double bytes0 = decode_bytes(c, seqs);
   auto t0 = clk::now();
   for (int s = 0; s < sc.gen; ++s) {
     decode_step(ctx, steps);
-    for (int i = 0; i < sc.batch; ++i) next[i] = Sampler::argmax(&logits[size_t(i) * V], V);
+    for (int i = 0; i < sc.batch; ++i) next[i] = top[i];
   }
   ctx.backend().sync();
   const double tg_s = secs_since(t0);
   const double bytes1 = decode_bytes(c, seqs);
+  // Where a step's time goes: the same steps without logits (no output head,
+  // no downloads), timed on the host per call (what enqueueing costs) and to
+  // the end of the device's work; and what a host argmax over B whole rows
+  // would cost (the path before DecodeStep::top).
+  const int ph = std::min(sc.gen, 16);
+  std::vector<DecodeStep> bare = steps;
+  for (auto& st : bare) st.logits = nullptr;
+  double host_s = 0;
+  auto t1 = clk::now();
+  for (int s = 0; s < ph; ++s) {
+    auto th = clk::now();
+    decode_step(ctx, bare);
+    host_s += secs_since(th);
+  }
+  ctx.backend().sync();
+  const double bare_s = secs_since(t1) / std::max(ph, 1);
+  host_s /= std::max(ph, 1);
+  auto t2 = clk::now();
+  for (int s = 0; s < ph; ++s)
+    for (int i = 0; i < sc.batch; ++i) next[i] = Sampler::argmax(&logits[size_t(i) * V], V);
+  const double argmax_s = secs_since(t2) / std::max(ph, 1);
+  std::printf("  step %.2f ms; without logits %.2f ms (host enqueue %.2f ms); host argmax of %d rows %.2f ms\n",
+              1e3 * tg_s / std::max(sc.gen, 1), 1e3 * bare_s, 1e3 * host_s, sc.batch, 1e3 * argmax_s);
   size_t kv = 0, kv_full = 0;
   for (auto& s : seqs) kv += s->kv().bytes(), kv_full += s->kv().full_bytes(s->n_past());
 
@@ -164,7 +192,9 @@ nlohmann::json run_scenario(const Model& m, const Scenario& sc, const Profile* p
                       {"batch", sc.batch},        {"prompt", sc.prompt},     {"gen", sc.gen},
                       {"pp_tokens_per_s", pp_tps}, {"pp_roofline", pp_roof},  {"tg_tokens_per_s", tg_tps},
                       {"tg_roofline", tg_roof},   {"kv_bytes", kv},          {"kv_bytes_full", kv_full},
-                      {"device_bytes", device_used() - base}, {"prepare_s", prep_s}};
+                      {"device_bytes", device_used() - base}, {"prepare_s", prep_s},
+                      {"step_ms", 1e3 * tg_s / std::max(sc.gen, 1)}, {"step_no_logits_ms", 1e3 * bare_s},
+                      {"step_host_enqueue_ms", 1e3 * host_s}, {"host_argmax_ms", 1e3 * argmax_s}};
   std::printf("%-28s pp %9.1f tok/s (%4.1f%% of %8.0f)  tg %8.1f tok/s (%4.1f%% of %7.0f)  kv %.2f GiB  device %.2f GiB\n",
               sc.name.c_str(), pp_tps, 100 * pp_tps / pp_roof, pp_roof, tg_tps, 100 * tg_tps / tg_roof, tg_roof,
               kv / 1073741824.0, (device_used() - base) / 1073741824.0);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "engine/kv_pages.h"
+#include "engine/sampler.h"
 #include "engine/session.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -599,6 +600,37 @@ TEST(CudaOps, TopKTiesLowerPositionFirst) {
   }
 }
 
+TEST(CudaOps, TopLogitsEqualTheCpuWithTiesAndNaN) {
+  REQUIRE_GPU();
+  ModelShape s;
+  Both b(s, 14);
+  std::mt19937 g(15);
+  std::uniform_int_distribution<int> level(0, 60);
+  for (int V : {1, 7, 1000, 128256}) {
+    const int rows = 6;
+    std::vector<float> lg(static_cast<size_t>(rows) * V);
+    for (float& x : lg) x = level(g) * 0.125f - 3.0f;  // many exact ties
+    lg[size_t(V) * 2 + V / 2] = NAN;                 // row 2 must report NaN first
+    for (int k : {1, 3, 40, 64}) {
+      const int kk = std::min(k, V);
+      Pair d(*b.cpu, *b.cuda, lg);
+      std::vector<float> vc(size_t(rows) * kk), vg(vc.size());
+      std::vector<int32_t> ic(vc.size()), ig(vc.size(), -7);
+      b.cpu->top_logits(d.cpu.p, rows, V, k, vc.data(), ic.data());
+      b.cuda->top_logits(d.cuda.p, rows, V, k, vg.data(), ig.data());
+      for (size_t i = 0; i < vc.size(); ++i) {
+        if (std::isnan(vc[i])) {
+          EXPECT_TRUE(std::isnan(vg[i])) << "V " << V << " k " << k << " at " << i;
+          continue;
+        }
+        EXPECT_EQ(vg[i], vc[i]) << "V " << V << " k " << k << " at " << i;
+        EXPECT_EQ(ig[i], ic[i]) << "V " << V << " k " << k << " at " << i;
+      }
+      EXPECT_TRUE(std::isnan(vg[size_t(2) * kk])) << "the row with a NaN, V " << V;
+    }
+  }
+}
+
 TEST(CudaOps, OutOfMemoryIsAClearError) {
   REQUIRE_REAL_GPU();
   auto b = make_cuda_backend();
@@ -733,6 +765,46 @@ TEST(CudaEndToEnd, Stories260kLogits) {
       worst = std::max(worst, std::fabs(double(lg[i * V + tid[i][j].get<int>()]) - tl[i][j].get<double>()));
   EXPECT_LE(worst, 0.5);
   std::printf("stories260K: max abs error of the golden top-10 logits %.3g on the GPU\n", worst);
+}
+
+// SmolLM2-135M-Instruct (GGUF Q4_1 dequantised exactly, rounded to bf16):
+// the golden top-10 logits at every position and the last position's logits
+// within the bf16 tolerance, and top-1 equal wherever the golden gap exceeds
+// it (../shared/golden/README.md), for the short, chat and long prompts.
+TEST(CudaEndToEnd, SmolLM2Logits) {
+  REQUIRE_GPU();
+  CKV_REQUIRE_SHARED();
+  const std::string path = test::shared_dir() + "/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path << " on this machine";
+  auto m = load_model(path);
+  const int V = m->config.vocab_size;
+  for (const char* name : {"short", "chat", "long"}) {
+    auto g = test::read_json(test::shared_dir() + "/golden/smollm2/" + name + ".json");
+    std::vector<int> ids = g["ids"].get<std::vector<int>>();
+    SessionOptions so;
+    so.make_backend = cuda_backend;
+    Session s(*m, so);
+    std::vector<float> lg(ids.size() * V), last(V);
+    s.prefill(ids, last.data(), [&](int64_t pos, const float* l) { std::copy(l, l + V, &lg[pos * V]); });
+    auto tid = g["topk_ids"], tl = g["topk_logits"];
+    double worst = 0;
+    int top1 = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      for (size_t j = 0; j < tid[i].size(); ++j)
+        worst = std::max(worst, std::fabs(double(lg[i * V + tid[i][j].get<int>()]) - tl[i][j].get<double>()));
+      if (tl[i][0].get<double>() - tl[i][1].get<double>() > 0.5) {
+        EXPECT_EQ(Sampler::argmax(&lg[i * V], V), tid[i][0].get<int>()) << name << " position " << i;
+        ++top1;
+      }
+    }
+    auto want = test::read_f32(test::shared_dir() + "/golden/smollm2/" + name + ".last_logits.f32");
+    double worst_last = 0;
+    for (int i = 0; i < V; ++i) worst_last = std::max(worst_last, std::fabs(double(want[i]) - last[i]));
+    EXPECT_LE(worst, 0.5) << name;
+    EXPECT_LE(worst_last, 0.5) << name;
+    std::printf("smollm2 %s (%zu tokens): max abs error top-10 %.3g, last position %.3g; top-1 checked at %d\n", name,
+                ids.size(), worst, worst_last, top1);
+  }
 }
 
 // Every method keeps the same positions on both backends, up to exchanges

@@ -20,6 +20,7 @@
 #include "model/model.h"
 #include "profile/profile.h"
 #include "test_util.h"
+#include "util/error.h"
 
 // Counts heap allocations (the decode step must make none). The replaced
 // global new/delete pair is malloc/free, which GCC cannot see as matched.
@@ -506,4 +507,61 @@ TEST(Engine, FailedStepChangesNothing) {
   decode_step(ctx, std::span<DecodeStep>(&one, 1));
   EXPECT_EQ(b.n_past(), 49);
   EXPECT_EQ(b.kv().len(c.n_layers - 1, c.n_kv_heads - 1), 49);
+}
+
+// A step that sends back only a sequence's top logits (DecodeStep::top)
+// gives the first entries of its whole row in sampling order, in a batch
+// mixing both kinds (the CPU kernel is util/top_logits.h; CUDA's is compared
+// with it in test_cuda_backend); greedy decoding on the candidates follows the same
+// tokens; and the step is refused, changing nothing, for a bad count.
+TEST(Engine, TopLogitsStepsEqualTheWholeRow) {
+  auto m = stories();
+  const int V = m->config.vocab_size;
+  ContextOptions co;
+  co.max_seqs = 3;
+  Context ctx(*m, make_cpu_backend(), co);
+  const SequenceOptions so = seq_opts("full", 0, nullptr);
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  std::vector<std::vector<float>> lg(3, std::vector<float>(V));
+  for (int i = 0; i < 3; ++i) {
+    seqs.push_back(std::make_unique<Sequence>(ctx, so));
+    seqs[i]->read(prompt_ids(50, V, i == 1 ? 1 : 0), lg[i].data());  // 0 and 2 read the same prompt
+  }
+  const int k = 40;
+  std::vector<float> vals(k);
+  std::vector<int32_t> ids(k);
+  std::vector<int> tok(3);
+  for (int step = 0; step < 10; ++step) {
+    for (int i = 0; i < 2; ++i) tok[i] = Sampler::argmax(lg[i].data(), V);
+    tok[2] = step == 0 ? Sampler::argmax(lg[2].data(), V) : ids[0];
+    ASSERT_EQ(tok[2], tok[0]) << "step " << step << ": greedy on the candidates";
+    std::vector<DecodeStep> batch = {{seqs[0].get(), std::span<const int>(&tok[0], 1), lg[0].data()},
+                                     {seqs[1].get(), std::span<const int>(&tok[1], 1), lg[1].data()},
+                                     {seqs[2].get(), std::span<const int>(&tok[2], 1), vals.data()}};
+    batch[2].top = k;
+    batch[2].top_ids = ids.data();
+    decode_step(ctx, batch);
+    std::vector<int32_t> order(V);
+    for (int i = 0; i < V; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return lg[0][a] > lg[0][b]; });
+    // Sequence 2 is sequence 0 at another row of the batch: the same values
+    // to rounding, so ids are compared where the neighbours' gaps exceed it.
+    for (int i = 0; i < k; ++i) {
+      ASSERT_NEAR(vals[i], lg[0][order[i]], 1e-4) << "step " << step << " rank " << i;
+      if (i > 0) {
+        ASSERT_GE(vals[i - 1], vals[i]) << "sampling order";
+      }
+      const float up = i > 0 ? lg[0][order[i - 1]] - lg[0][order[i]] : 1.0f;
+      const float down = lg[0][order[i]] - lg[0][order[i + 1]];
+      if (up > 1e-3f && down > 1e-3f) {
+        ASSERT_EQ(ids[i], order[i]) << "step " << step << " rank " << i;
+      }
+    }
+  }
+  const int64_t before = seqs[2]->n_past();
+  std::vector<DecodeStep> bad = {{seqs[2].get(), std::span<const int>(&tok[2], 1), vals.data()}};
+  bad[0].top = Backend::kMaxTopLogits + 1;
+  bad[0].top_ids = ids.data();
+  EXPECT_THROW(decode_step(ctx, bad), Error);
+  EXPECT_EQ(seqs[2]->n_past(), before);
 }

@@ -4,6 +4,7 @@
 // deviations, so the tests do not flake; the seeds make them repeatable).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -101,4 +102,27 @@ TEST(Sampler, SeedsRepeatAndDiffer) {
   const auto a = draws(params(1.0f, 0, 1.0f, 42), 500);
   EXPECT_EQ(a, draws(params(1.0f, 0, 1.0f, 42), 500));
   EXPECT_NE(a, draws(params(1.0f, 0, 1.0f, 43), 500));
+}
+
+// Sampling from a row's top candidates (what a decode step sends back with
+// DecodeStep::top) draws exactly what sampling the whole row draws, for every
+// setting whose candidates() is not 0; the candidates come from a plain sort.
+TEST(Sampler, TopCandidatesDrawWhatTheWholeRowDraws) {
+  std::vector<float> row(500);
+  for (size_t i = 0; i < row.size(); ++i) row[i] = static_cast<float>((i * 7919) % 61) * 0.1f;  // ties
+  std::vector<int32_t> order(row.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return row[a] > row[b]; });
+  for (SamplerParams p : {params(0, 0, 1), params(0.7f, 1, 1), params(0.8f, 40, 0.95f), params(1.5f, 64, 1)}) {
+    Sampler whole(p), top(p);
+    const int n = whole.candidates(static_cast<int>(row.size()));
+    ASSERT_GT(n, 0);
+    std::vector<float> vals(n);
+    std::vector<int32_t> ids(order.begin(), order.begin() + n);
+    for (int i = 0; i < n; ++i) vals[i] = row[ids[i]];
+    for (int d = 0; d < 300; ++d)
+      ASSERT_EQ(top.sample_top(vals.data(), ids.data(), n), whole.sample(row.data(), static_cast<int>(row.size())))
+          << "draw " << d << " temp " << p.temperature << " top_k " << p.top_k;
+  }
+  EXPECT_EQ(Sampler(params(0.8f, 0, 0.9f)).candidates(500), 0) << "top-p alone needs the whole row";
 }

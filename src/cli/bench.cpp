@@ -75,12 +75,18 @@ double one_rep(Context& ctx, const SequenceOptions& so, int batch, int P, int N,
   } else {
     std::vector<int> tok(batch);
     for (int& t : tok) t = tokd(rng);
+    // Greedy, as llama-bench: each step sends back the top logit only.
     std::vector<DecodeStep> steps(batch);
-    for (int i = 0; i < batch; ++i) steps[i] = {seqs[i].get(), std::span<const int>(&tok[i], 1), &logits[size_t(i) * V]};
+    std::vector<int32_t> top(batch);
+    for (int i = 0; i < batch; ++i) {
+      steps[i] = {seqs[i].get(), std::span<const int>(&tok[i], 1), &logits[size_t(i) * V]};
+      steps[i].top = 1;
+      steps[i].top_ids = &top[i];
+    }
     auto t0 = clock::now();
     for (int g = 0; g < N; ++g) {
       decode_step(ctx, steps);
-      for (int i = 0; i < batch; ++i) tok[i] = Sampler::argmax(&logits[size_t(i) * V], V);
+      for (int i = 0; i < batch; ++i) tok[i] = top[i];
     }
     ctx.backend().sync();
     secs = std::chrono::duration<double>(clock::now() - t0).count();

@@ -63,6 +63,8 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
   ws_.probe_mass.resize(c.n_heads), ws_.probe_arg.resize(c.n_heads);
   ws_.host_q.resize(qd), ws_.host_att.resize(qd);
   ws_.host_logits.resize(int64_t(ws_.logit_rows) * c.vocab_size);
+  ws_.top_vals.resize(int64_t(ws_.logit_rows) * Backend::kMaxTopLogits);
+  ws_.top_ids.resize(int64_t(ws_.logit_rows) * Backend::kMaxTopLogits);
 }
 
 Context::~Context() {

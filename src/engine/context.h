@@ -52,6 +52,8 @@ struct Workspace {
   std::vector<float> probe_mass, host_q, host_att;  // [n_heads], [n_heads * hd] x2
   std::vector<int32_t> probe_arg;                   // [n_heads]
   std::vector<float> host_logits;                   // [logit_rows][vocab]
+  std::vector<float> top_vals;                      // [logit_rows][kMaxTopLogits]
+  std::vector<int32_t> top_ids;                     // [logit_rows][kMaxTopLogits]
 };
 
 class Context {

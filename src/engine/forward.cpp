@@ -111,6 +111,9 @@ void decode_step(Context& ctx, std::span<DecodeStep> batch) {
                   std::to_string(ctx.n_ctx()) + " (-c)");
     for (int t : st.tokens)
       if (t < 0 || t >= V) throw Error("token id " + std::to_string(t) + " out of range [0, " + std::to_string(V) + ")");
+    if (st.top < 0 || st.top > Backend::kMaxTopLogits || (st.top > 0 && (!st.top_ids || st.all_logits)))
+      throw Error("decode: top logits take 1 to " + std::to_string(Backend::kMaxTopLogits) +
+                  " candidates, an id array and the last row only, got " + std::to_string(st.top));
     const int row0 = static_cast<int>(tokens.size());
     for (int i = 0; i < n; ++i) {
       tokens.push_back(st.tokens[i]);
@@ -176,9 +179,24 @@ void decode_step(Context& ctx, std::span<DecodeStep> batch) {
       const MatmulOut o[] = {{&m.output, ws.logits}};
       b.matmul(o, ws.xn, nr);
       int64_t row = 0;  // the batch's sequences in order, skipping those served above
+      int kmax = 0;
       for (const DecodeStep& st : batch) {
         if (st.all_logits || !st.logits) continue;
-        if (row >= r0 && row < r0 + nr) b.download(st.logits, ws.logits + (row - r0) * V, sizeof(float) * V);
+        if (row >= r0 && row < r0 + nr) {
+          if (st.top > 0) kmax = std::max(kmax, st.top);
+          else b.download(st.logits, ws.logits + (row - r0) * V, sizeof(float) * V);
+        }
+        ++row;
+      }
+      if (kmax == 0) continue;
+      b.top_logits(ws.logits, static_cast<int>(nr), V, kmax, ws.top_vals.data(), ws.top_ids.data());
+      row = 0;
+      for (const DecodeStep& st : batch) {
+        if (st.all_logits || !st.logits) continue;
+        if (row >= r0 && row < r0 + nr && st.top > 0) {
+          std::copy_n(ws.top_vals.data() + (row - r0) * kmax, st.top, st.logits);
+          std::copy_n(ws.top_ids.data() + (row - r0) * kmax, st.top, st.top_ids);
+        }
         ++row;
       }
     }

@@ -16,6 +16,12 @@ struct DecodeStep {
   std::span<const int> tokens;  // 1..8 new tokens of this sequence
   float* logits = nullptr;      // host: [vocab] of the last token, or [n][vocab] with all_logits
   bool all_logits = false;
+  // Or only the last token's `top` largest logits (1..Backend::kMaxTopLogits;
+  // what a sampler reads, Sampler::candidates): values into logits[0..top),
+  // ids into top_ids, in sampling order; a few bytes back per sequence
+  // instead of the vocabulary.
+  int top = 0;
+  int32_t* top_ids = nullptr;
 };
 
 // One decode step: every sequence's new tokens through every layer together

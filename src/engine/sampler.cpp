@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "util/top_logits.h"
+
 namespace ckv {
 
 int Sampler::argmax(const float* logits, int n) {
@@ -14,21 +16,29 @@ int Sampler::argmax(const float* logits, int n) {
   return best;
 }
 
+int Sampler::candidates(int n) const {
+  if (p_.temperature <= 0.0f) return 1;
+  return (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : 0;
+}
+
 int Sampler::sample(const float* logits, int n) {
   if (p_.temperature <= 0.0f) return argmax(logits, n);
-  std::vector<int> ids(n);
-  std::iota(ids.begin(), ids.end(), 0);
-  int k = (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : n;
-  auto by_logit = [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), by_logit);
-  ids.resize(k);
+  const int k = candidates(n) > 0 ? candidates(n) : n;
+  vals_.resize(k), ids_.resize(k);
+  top_logits_row(logits, n, k, vals_.data(), ids_.data(), scratch_);
+  return sample_top(vals_.data(), ids_.data(), k);
+}
+
+int Sampler::sample_top(const float* vals, const int32_t* ids, int n) {
+  if (p_.temperature <= 0.0f) return ids[0];
+  const int k = (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : n;
   std::vector<double> prob(k);
-  double mx = logits[ids[0]], sum = 0;
-  for (int i = 0; i < k; ++i) sum += (prob[i] = std::exp((logits[ids[i]] - mx) / p_.temperature));
+  double mx = vals[0], sum = 0;
+  for (int i = 0; i < k; ++i) sum += (prob[i] = std::exp((vals[i] - mx) / p_.temperature));
   for (auto& p : prob) p /= sum;
+  int keep = k;
   if (p_.top_p < 1.0f) {
     double cum = 0;
-    int keep = k;
     for (int i = 0; i < k; ++i) {
       cum += prob[i];
       if (cum >= p_.top_p) {
@@ -37,7 +47,6 @@ int Sampler::sample(const float* logits, int n) {
       }
     }
     prob.resize(keep);
-    ids.resize(keep);
   }
   std::discrete_distribution<int> dist(prob.begin(), prob.end());
   return ids[dist(rng_)];

@@ -19,10 +19,18 @@ class Sampler {
   explicit Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {}
   int sample(const float* logits, int n_vocab);
   static int argmax(const float* logits, int n_vocab);
+  // How many of a row's top logits sampling reads: 1 when greedy, top_k when
+  // it is set, 0 when it needs the whole row (no top-k).
+  int candidates(int n_vocab) const;
+  // The same draw as sample() from the row's top `n` logits (value
+  // descending, lowest id first on ties: util/top_logits.h), n >= candidates().
+  int sample_top(const float* vals, const int32_t* ids, int n);
 
  private:
   SamplerParams p_;
   std::mt19937_64 rng_;
+  std::vector<float> vals_;
+  std::vector<int32_t> ids_, scratch_;
 };
 
 }  // namespace ckv

@@ -20,6 +20,7 @@
 #include "model/quant.h"
 #include "press/press.h"
 #include "util/error.h"
+#include "util/top_logits.h"
 
 namespace ckv {
 
@@ -95,6 +96,7 @@ class CpuBackend final : public Backend {
                     threads);
     prefill_.reserve(lim.max_ctx, threads);
     max_ctx_ = lim.max_ctx;
+    top_ids_.reserve(c.vocab_size);
   }
   size_t weight_bytes() const override { return 0; }  // read in place from the Model
   size_t scratch_bytes() const override {
@@ -189,8 +191,14 @@ class CpuBackend final : public Backend {
     for (int r = 0; r < rows; ++r) res[r] = cpu::top_k_positions(score + static_cast<size_t>(r) * n, n, k[r]);
     return res;
   }
+  void top_logits(const float* logits, int rows, int V, int k, float* vals, int32_t* ids) override {
+    for (int r = 0; r < rows; ++r)
+      top_logits_row(logits + static_cast<size_t>(r) * V, V, k, vals + static_cast<size_t>(r) * k,
+                     ids + static_cast<size_t>(r) * k, top_ids_);
+  }
 
  private:
+  std::vector<int32_t> top_ids_;  // scratch of top_logits, kept between calls
   cpu::MatmulMode mode_;
   const Model* m_ = nullptr;
   std::unique_ptr<cpu::Rope> rope_;

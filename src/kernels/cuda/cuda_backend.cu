@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <climits>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -436,6 +437,61 @@ __global__ void topk_prep_kernel(const float* score, float* keys, int32_t* vals,
   }
 }
 
+// ---- top logits ---------------------------------------------------------------
+// One block per logit row: k rounds of a block-wide argmax, each over the
+// entries after the previous pick in (value descending, id ascending) order,
+// so ties and order are those of util/top_logits.h. k <= 64 rounds over a row
+// that stays in L2 cost far less than sending the row to the host. A row with
+// a NaN or an infinity reports vals[0] = NaN.
+constexpr int kTopThreads = 1024;
+__global__ void __launch_bounds__(kTopThreads) top_logits_kernel(const float* logits, int V, int k, float* vals,
+                                                                 int32_t* ids) {
+  const float* row = logits + static_cast<size_t>(blockIdx.x) * V;
+  __shared__ float s_v[32];
+  __shared__ int s_i[32];
+  __shared__ int s_bad;
+  if (threadIdx.x == 0) s_bad = 0;
+  __syncthreads();
+  bool bad = false;
+  for (int i = threadIdx.x; i < V; i += kTopThreads) bad |= !isfinite(row[i]);
+  if (bad) atomicOr(&s_bad, 1);
+  float last_v = INFINITY;
+  int last_i = -1;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int r = 0; r < k; ++r) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int i = threadIdx.x; i < V; i += kTopThreads) {
+      const float v = row[i];
+      const bool after = v < last_v || (v == last_v && i > last_i);
+      if (after && (v > bv || (v == bv && i < bi))) bv = v, bi = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_down_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_down_sync(0xffffffffu, bi, o);
+      if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    }
+    if (lane == 0) s_v[warp] = bv, s_i[warp] = bi;
+    __syncthreads();
+    if (warp == 0) {
+      bv = s_v[lane], bi = s_i[lane];
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_down_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_down_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+      }
+      if (lane == 0) s_v[0] = bv, s_i[0] = bi;
+    }
+    __syncthreads();
+    last_v = s_v[0], last_i = s_i[0];
+    if (threadIdx.x == 0) {
+      vals[static_cast<size_t>(blockIdx.x) * k + r] = (r == 0 && s_bad) ? NAN : last_v;
+      ids[static_cast<size_t>(blockIdx.x) * k + r] = last_i == INT_MAX ? -1 : last_i;
+    }
+    __syncthreads();  // s_v/s_i are rewritten next round
+  }
+}
+
 // ---- the backend ------------------------------------------------------------
 
 struct Weight {
@@ -476,9 +532,12 @@ class CudaBackend final : public Backend {
       cublasLtMatrixLayoutDestroy(p.c);
     }
     for (void* p : owned_) cudaFree(p);
-    for (Scratch* s : {&xb_, &meta_, &part_, &ws_, &topk_, &kv16_, &pos_up_.buf, &seq_up_.buf, &plan_up_.buf})
+    for (Scratch* s : {&xb_, &meta_, &part_, &ws_, &topk_, &kv16_, &toplog_, &pos_up_.buf, &seq_up_.buf, &plan_up_.buf})
       cudaFree(s->p);
     cudaFree(lt_ws_);
+    if (stage_.host) cudaFreeHost(stage_.host);
+    for (cudaEvent_t e : stage_.done)
+      if (e) cudaEventDestroy(e);
     cublasLtDestroy(lt_);
     cudaStreamDestroy(stream_);
   }
@@ -512,8 +571,14 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
     cudaFree(p);
   }
+  // Small uploads (page tables, lengths, plans, positions) go through pinned
+  // staging memory: a copy from pageable memory may wait for all the work
+  // queued before it, which stalled the host at every layer of a decode step.
   void upload(void* dst, const void* src, size_t bytes) override {
-    if (bytes) CKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+    if (!bytes) return;
+    uint8_t* h = bytes <= kStageHalf ? stage(bytes) : nullptr;
+    if (h) std::memcpy(h, src, bytes);
+    CKV_CUDA_CHECK(cudaMemcpyAsync(dst, h ? h : src, bytes, cudaMemcpyHostToDevice, stream_));
   }
   void download(void* dst, const void* src, size_t bytes) override {
     if (!bytes) return;
@@ -594,6 +659,7 @@ class CudaBackend final : public Backend {
   void window_scores(const float* qw, const float* k, int T, int w, int n_heads, int n_kv, int hd,
                      std::span<const std::vector<int>> groups, int kernel, Pool pool, float* out) override;
   std::vector<std::vector<int32_t>> top_k(const float* score, int rows, int n, std::span<const int> k) override;
+  void top_logits(const float* logits, int rows, int V, int k, float* vals, int32_t* ids) override;
 
  private:
   struct GemmPlan {
@@ -664,6 +730,38 @@ class CudaBackend final : public Backend {
     c.last.assign(static_cast<const uint8_t*>(src), static_cast<const uint8_t*>(src) + bytes);
     return static_cast<T*>(d);
   }
+  // Room for `bytes` in the pinned staging buffer, or null when it cannot be
+  // had. Two halves: before one is reused, the copies queued out of it last
+  // time must have run (an event recorded when we left it).
+  static constexpr size_t kStageHalf = 4u << 20;
+  uint8_t* stage(size_t bytes) {
+    if (!stage_.host) {
+      if (stage_.failed) return nullptr;
+      if (cudaMallocHost(&stage_.host, 2 * kStageHalf) != cudaSuccess) {
+        cudaGetLastError();  // clear it: the pageable path still works
+        stage_.failed = true;
+        return nullptr;
+      }
+      for (auto& e : stage_.done) CKV_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+    bytes = (bytes + 15) / 16 * 16;
+    if (stage_.used + bytes > kStageHalf) {
+      CKV_CUDA_CHECK(cudaEventRecord(stage_.done[stage_.half], stream_));
+      stage_.half ^= 1;
+      CKV_CUDA_CHECK(cudaEventSynchronize(stage_.done[stage_.half]));  // never recorded: returns at once
+      stage_.used = 0;
+    }
+    uint8_t* p = static_cast<uint8_t*>(stage_.host) + stage_.half * kStageHalf + stage_.used;
+    stage_.used += bytes;
+    return p;
+  }
+  struct Staging {
+    void* host = nullptr;
+    bool failed = false;
+    size_t used = 0;
+    int half = 0;
+    cudaEvent_t done[2] = {nullptr, nullptr};
+  } stage_;
   void gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, float* y);
   PagedPool pool_of(const KvCache& c) const {
     const KvPool& p = c.pool();
@@ -693,7 +791,7 @@ class CudaBackend final : public Backend {
   size_t weight_bytes_ = 0, scratch_bytes_ = 0;
   // x as bf16 for the products; metadata; decode partials; window scores;
   // top-k keys/values/temp; f16 K/V for the tensor-core prefill.
-  Scratch xb_, meta_, part_, ws_, topk_, kv16_;
+  Scratch xb_, meta_, part_, ws_, topk_, kv16_, toplog_;
   Cached pos_up_, seq_up_, plan_up_;
   std::vector<PagedSeq> seqs_;  // host lists of a decode call, reused
   std::vector<const KvCache*> caches_;
@@ -1132,6 +1230,21 @@ void CudaBackend::window_scores(const float* qw, const float* k, int T, int w, i
   ws_pool_kernel<<<dim3(grid_for(n, 256, 4096), gn), 256, 0, stream_>>>(mass, dheads + nh, dheads + nh + gn + 1, n,
                                                                          kernel, pool == Pool::Max, out);
   CKV_LAUNCH_CHECK();
+}
+
+void CudaBackend::top_logits(const float* logits, int rows, int V, int k, float* vals, int32_t* ids) {
+  if (rows <= 0 || k <= 0) return;
+  if (k > kMaxTopLogits) throw Error("CUDA top_logits: at most " + std::to_string(kMaxTopLogits) + " per row");
+  k = std::min(k, V);
+  const size_t n = static_cast<size_t>(rows) * k;
+  auto* base = static_cast<uint8_t*>(grow(toplog_, n * 8, "CUDA top logits"));
+  auto* dv = reinterpret_cast<float*>(base);
+  auto* di = reinterpret_cast<int32_t*>(base + n * 4);
+  top_logits_kernel<<<rows, kTopThreads, 0, stream_>>>(logits, V, k, dv, di);
+  CKV_LAUNCH_CHECK();
+  CKV_CUDA_CHECK(cudaMemcpyAsync(vals, dv, n * 4, cudaMemcpyDeviceToHost, stream_));
+  CKV_CUDA_CHECK(cudaMemcpyAsync(ids, di, n * 4, cudaMemcpyDeviceToHost, stream_));
+  CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 std::vector<std::vector<int32_t>> CudaBackend::top_k(const float* score, int rows, int n, std::span<const int> k) {
