@@ -157,7 +157,8 @@ class Backend {
   virtual std::vector<std::vector<int32_t>> top_k(const float* score, int rows, int n, std::span<const int> k) = 0;
   // Each of `rows` logit rows ([rows][V]): its k (<= kMaxTopLogits) largest,
   // value descending and the lowest id first on ties, into host vals/ids
-  // [rows][k]. A row holding a NaN or an infinity gets vals[0] = NaN. Lets a
+  // [rows][k] (past V: id -1, -infinity). A row holding a NaN or an infinity
+  // gets vals[0] = NaN. Lets a
   // decode step send back a few candidates per sequence, not the vocabulary.
   static constexpr int kMaxTopLogits = 64;
   virtual void top_logits(const float* logits, int rows, int V, int k, float* vals, int32_t* ids) = 0;

@@ -485,6 +485,7 @@ __global__ void __launch_bounds__(kTopThreads) top_logits_kernel(const float* lo
     __syncthreads();
     last_v = s_v[0], last_i = s_i[0];
     if (threadIdx.x == 0) {
+      // Past V nothing is left: -infinity and id -1, as on the host.
       vals[static_cast<size_t>(blockIdx.x) * k + r] = (r == 0 && s_bad) ? NAN : last_v;
       ids[static_cast<size_t>(blockIdx.x) * k + r] = last_i == INT_MAX ? -1 : last_i;
     }
@@ -1235,7 +1236,6 @@ void CudaBackend::window_scores(const float* qw, const float* k, int T, int w, i
 void CudaBackend::top_logits(const float* logits, int rows, int V, int k, float* vals, int32_t* ids) {
   if (rows <= 0 || k <= 0) return;
   if (k > kMaxTopLogits) throw Error("CUDA top_logits: at most " + std::to_string(kMaxTopLogits) + " per row");
-  k = std::min(k, V);
   const size_t n = static_cast<size_t>(rows) * k;
   auto* base = static_cast<uint8_t*>(grow(toplog_, n * 8, "CUDA top logits"));
   auto* dv = reinterpret_cast<float*>(base);
