@@ -128,6 +128,34 @@ TEST(SharedPrefill, SameAnswersAsSeparateSessions) {
   EXPECT_GT(distinct.size(), 3u) << "the methods should not all answer alike";
 }
 
+// The same with the window at the user message: the grid's copies honour the
+// prompt's suffix as a separate session (run's path) does.
+TEST(SharedPrefill, WindowAtUserSameAsSeparateSessions) {
+  const Model& m = stories();
+  auto tok = make_tokenizer(m.vocab);
+  const Profile prof = stories_profile();
+  std::vector<int> prompt = tok->encode(story_text().substr(0, 900), false);
+  prompt.insert(prompt.begin(), tok->bos());
+  prompt.resize(200);
+  const auto cells = eval::grid_cells({"full", "snapkv", "adakv", "compresskv", "srh+uniform"}, {32, 64});
+  SessionOptions base;
+  base.profile = &prof;
+  base.press.window_at = WindowAt::User;
+  base.user_suffix = 7;
+  eval::check_cells(m, cells, base);
+  eval::GenerateOptions go;
+  go.max_new = 16;
+  go.stop_at_newline = false;
+  const auto shared = eval::grid_answers(m, *tok, prompt, cells, base, go);
+  for (size_t i = 0; i < cells.size(); ++i) {
+    Session s(m, eval::cell_options(base, cells[i]));
+    std::vector<float> logits(m.config.vocab_size);
+    s.prefill(prompt, logits.data());
+    EXPECT_EQ(eval::greedy_answer(s, *tok, logits, go).text, shared[i].text)
+        << cells[i].method << " " << cells[i].budget;
+  }
+}
+
 TEST(EvalCli, NiahResultsSchemaPlotsAndDeterminism) {
   TmpDir d("eval_niah");
   write_file(d / "hay.txt", story_text());
@@ -244,6 +272,13 @@ TEST(EvalCli, BadInput) {
   std::filesystem::create_directory(d / "empty");
   expect_error(run_cli({"eval", "niah", "-m", stories_path(), "--haystack", d / "empty"}), {"empty", "empty haystack"});
   expect_error(niah({"--depths", "1.5"}), {"--depths"});
+  expect_error(niah({"--kv-window-at", "start"}), {"--kv-window-at", "start", "end or user"});
+  expect_error(run_cli({"run", "-m", stories_path(), "-p", "Tom", "--kv-method", "snapkv", "--kv-budget", "16",
+                        "--kv-window-at", "middle"}),
+               {"--kv-window-at", "middle"});
+  expect_error(run_cli({"bench", "-m", stories_path(), "-p", "32", "-n", "0", "--kv-method", "snapkv", "--kv-budget",
+                        "16", "--kv-window-at", "USER"}),
+               {"--kv-window-at", "USER"});
   expect_error(niah({"--methods", "compresskv"}), {"compresskv", "profile"});
   // A profile of another model.
   Profile p = stories_profile();
