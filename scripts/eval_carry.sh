@@ -28,7 +28,7 @@ rm -rf "$DST" "$A" && mkdir -p "$DST" "$A"
 carry_binaries "$B" "$DST/prebuilt" compresskv
 git rev-parse --short HEAD >"$DST/prebuilt/commit"
 tar -C "$DST/prebuilt" -cJf "$DST/prebuilt.tar.xz" . && rm -rf "$DST/prebuilt"
-cp -a "$SHARED/data/pg_essays" "$DST/"
+cp -R "$SHARED/data/pg_essays" "$DST/" && chmod -R u+w "$DST/pg_essays"
 head -c $((PART_A_MIB << 20)) "$GGUF" >"$A/smollm2.part-a"
 tail -c +$(((PART_A_MIB << 20) + 1)) "$GGUF" >"$DST/smollm2.part-b"
 sha256sum <"$GGUF" | cut -d' ' -f1 >"$DST/smollm2.sha256"

@@ -92,10 +92,10 @@ timed() {
   fi
   local ds status=ok  # tenths of a second
   ds=$(( ($(date +%s%N) - t0) / 100000000 ))
-  [[ $rc -eq 0 ]] || status="FAILED (exit $rc$([[ $rc -eq 124 ]] && echo ", stopped after $limit s"))"
+  if [[ $rc -eq 124 ]]; then status="FAILED (stopped after $limit s)"; elif [[ $rc -ne 0 ]]; then status="FAILED (exit $rc)"; fi
   printf '| `compresskv %s` | %d.%d | %s |\n' "$*" $((ds / 10)) $((ds % 10)) "$status" >>"$OUT/times.md"
   echo "[$(date +%T)] $name: $((ds / 10)) s, $status" >&2
-  [[ $rc -eq 0 ]] || tail -5 "$OUT/$name.log" >&2
+  if [[ $rc -ne 0 ]]; then tail -5 "$OUT/$name.log" >&2; fi
   return 0
 }
 

@@ -11,6 +11,7 @@
 #include "engine/session.h"
 #include "eval/generate.h"
 #include "eval/grid.h"
+#include "eval/niah_probe.h"
 #include "eval/plot.h"
 #include "model/model.h"
 #include "profile/profile.h"
@@ -137,7 +138,8 @@ TEST(SharedPrefill, WindowAtUserSameAsSeparateSessions) {
   std::vector<int> prompt = tok->encode(story_text().substr(0, 900), false);
   prompt.insert(prompt.begin(), tok->bos());
   prompt.resize(200);
-  const auto cells = eval::grid_cells({"full", "snapkv", "adakv", "compresskv", "srh+uniform"}, {32, 64});
+  // 300: an average budget above the prompt's 200 tokens (error-aware layers still compress).
+  const auto cells = eval::grid_cells({"full", "snapkv", "adakv", "compresskv", "srh+uniform"}, {32, 64, 300});
   SessionOptions base;
   base.profile = &prof;
   base.press.window_at = WindowAt::User;
@@ -153,6 +155,45 @@ TEST(SharedPrefill, WindowAtUserSameAsSeparateSessions) {
     s.prefill(prompt, logits.data());
     EXPECT_EQ(eval::greedy_answer(s, *tok, logits, go).text, shared[i].text)
         << cells[i].method << " " << cells[i].budget;
+  }
+}
+
+// run --chat and eval niah on SmolLM2 with --kv-window-at user: the same
+// probe (eval renders it, run renders its user message) gives the same greedy
+// answer, so both find the same template suffix and keep the same positions.
+TEST(EvalCli, WindowAtUserRunEqualsEval) {
+  CKV_REQUIRE_SHARED();
+  const std::string smollm =
+      test::shared_dir() + "/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+  TmpDir d("eval_user");
+  std::string hay;
+  for (int i = 0; i < 8; ++i)
+    hay += "The harbour town slept under a grey sky. Fishermen mended nets while gulls argued over scraps. ";
+  write_file(d / "hay.txt", hay);
+  write_file(d / "n.jsonl", "{\"needle\": \"The keeper of the lighthouse owned a parrot called Mango.\", "
+                            "\"question\": \"What was the parrot called?\", \"answer\": \"Mango\"}\n");
+  auto m = load_model(smollm);
+  auto tok = make_tokenizer(m->vocab);
+  const std::vector<int> hay_ids = tok->encode(hay, false);
+  const std::string context = eval::place_needle(*tok, hay_ids, 150, 0.5,
+                                                 "The keeper of the lighthouse owned a parrot called Mango.");
+  const std::string user = "<book>" + context + "</book>\nBased on the content of the book, Question: What was the "
+                           "parrot called?\nAnswer:";
+  for (const char* at : {"end", "user"}) {
+    auto e = run_cli({"eval", "niah", "-m", smollm, "--device", "cpu", "--haystack", d / "hay.txt", "--needles",
+                      d / "n.jsonl", "--lengths", "150", "--depths", "0.5", "--methods", "snapkv", "--budgets", "24",
+                      "--kv-window-at", at, "--max-new", "12", "--no-plots", "-o", d / "out"});
+    ASSERT_EQ(e.status, 0) << e.err;
+    const auto j = test::read_json(d / "out/results.json");
+    std::string eval_answer;
+    for (const auto& row : j["rows"])
+      if (row["method"] == "snapkv") eval_answer = row["response"].get<std::string>();
+    auto r = run_cli({"run", "-m", smollm, "--device", "cpu", "--chat", "-p", user, "--kv-method", "snapkv",
+                      "--kv-budget", "24", "--kv-window-at", at, "--temp", "0", "-n", "12"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    // eval's answer ends at the first newline after text; run prints all 12 tokens.
+    const std::string run_text = r.out.substr(0, r.out.find('\n', r.out.find_first_not_of(" \n")));
+    EXPECT_EQ(run_text, eval_answer) << "--kv-window-at " << at;
   }
 }
 

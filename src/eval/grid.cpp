@@ -150,12 +150,14 @@ struct Grid {
 void set_grid_pool_bytes(double bytes) { g_pool_bytes = bytes; }
 
 GridContext::GridContext(const Model& m, const SessionOptions& base, int64_t max_tokens, int max_suffix,
-                         size_t n_cells) {
+                         const std::vector<Cell>& cells) {
   const ModelConfig& c = m.config;
+  const size_t n_cells = cells.size();
   SessionOptions fo = cell_options(base, {"full", 0});
   fo.user_suffix = max_suffix;
   fo.keep_queries = window_rows(sequence_options(fo));
   ContextOptions co = context_options(fo);
+  for (const Cell& cell : cells) max_tokens = std::max<int64_t>(max_tokens, cell.budget);
   co.n_ctx = static_cast<int>(std::clamp<int64_t>(max_tokens, 1, c.context));
   const double cache_bytes = 2.0 * (co.n_ctx + 16) * c.n_layers * c.n_kv_heads * c.head_dim *
                              static_cast<double>(kv_type_bytes(co.kv_type));
@@ -170,7 +172,7 @@ GridContext::~GridContext() = default;
 std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std::vector<int>& prompt,
                                  const std::vector<Cell>& cells, const SessionOptions& base,
                                  const GenerateOptions& go) {
-  GridContext gc(m, base, static_cast<int64_t>(prompt.size()) + go.max_new + 1, base.user_suffix, cells.size());
+  GridContext gc(m, base, static_cast<int64_t>(prompt.size()) + go.max_new + 1, base.user_suffix, cells);
   return grid_answers(gc, tok, prompt, cells, base, go);
 }
 
@@ -236,7 +238,7 @@ void grid_teacher_force(const Model& m, const std::vector<int>& prompt, const st
     }
   }
   if (others.empty()) return;
-  GridContext gc(m, base, static_cast<int64_t>(prompt.size() + forced.size()) + 1, base.user_suffix, others.size());
+  GridContext gc(m, base, static_cast<int64_t>(prompt.size() + forced.size()) + 1, base.user_suffix, others);
   Grid g(gc, prompt, static_cast<int64_t>(forced.size()) + 1, base);
   g.for_groups(others, base, [&](const std::vector<size_t>& idx, const std::vector<Sequence*>& seqs,
                                  std::vector<std::vector<float>>& logits) {

@@ -49,12 +49,15 @@ void set_grid_pool_bytes(double bytes);
 
 // One context for the grids of many prompts (the backend prepares the
 // weights once -- on a GPU that is an upload per context): room for prompts
-// and their decodes of up to max_tokens positions, a user suffix of up to
-// max_suffix tokens (--kv-window-at user), and a group of cells (the pool
-// size above).
+// and their decodes of up to max_tokens positions (and for the cells'
+// largest budget: an average budget above a short prompt is allowed, and
+// error-aware layers may still compress), a user suffix of up to max_suffix
+// tokens (--kv-window-at user), and a group of the cells (the pool size
+// above).
 class GridContext {
  public:
-  GridContext(const Model& m, const SessionOptions& base, int64_t max_tokens, int max_suffix, size_t n_cells);
+  GridContext(const Model& m, const SessionOptions& base, int64_t max_tokens, int max_suffix,
+              const std::vector<Cell>& cells);
   ~GridContext();
   Context& context() { return *ctx_; }
   int group() const { return group_; }

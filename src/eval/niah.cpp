@@ -60,7 +60,7 @@ Results run_niah(const Model& m, const Tokenizer& tok, const std::vector<NiahPro
     longest = std::max<int64_t>(longest, static_cast<int64_t>(p.tokens.size()) + max_new + 1);
     suffix = std::max(suffix, p.user_suffix);
   }
-  GridContext gc(m, base, longest, suffix, cells.size());
+  GridContext gc(m, base, longest, suffix, cells);
   for (size_t pi = 0; pi < probes.size(); ++pi) {
     const NiahProbe& p = probes[pi];
     SessionOptions o = base;

@@ -22,7 +22,7 @@ Results run_ruler(const Model& m, const Tokenizer& tok, const std::vector<RulerS
     longest = std::max<int64_t>(longest, static_cast<int64_t>(smp.tokens.size()) + n_new + 1);
     suffix = std::max(suffix, smp.user_suffix);
   }
-  GridContext gc(m, base, longest, suffix, cells.size());
+  GridContext gc(m, base, longest, suffix, cells);
   for (size_t si = 0; si < samples.size(); ++si) {
     const RulerSample& smp = samples[si];
     const int n_new = max_new > 0 ? max_new : smp.max_new;
