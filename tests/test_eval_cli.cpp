@@ -59,6 +59,14 @@ Profile stories_profile() {
   return p;
 }
 
+// 200 tokens of the story after BOS.
+std::vector<int> story_prompt(const Tokenizer& tok) {
+  std::vector<int> prompt = tok.encode(story_text().substr(0, 900), false);
+  prompt.insert(prompt.begin(), tok.bos());
+  prompt.resize(200);
+  return prompt;
+}
+
 // Minimal PNG check: signature and the IHDR size.
 void expect_png(const std::string& path) {
   const std::string b = test::read_text(path);
@@ -82,9 +90,7 @@ TEST(SharedPrefill, SameAnswersAsSeparateSessions) {
   const Model& m = stories();
   auto tok = make_tokenizer(m.vocab);
   const Profile prof = stories_profile();
-  std::vector<int> prompt = tok->encode(story_text().substr(0, 900), false);
-  prompt.insert(prompt.begin(), tok->bos());
-  prompt.resize(200);
+  const std::vector<int> prompt = story_prompt(*tok);
   const auto cells = eval::grid_cells({"full", "streamingllm", "snapkv", "pyramidkv", "adakv", "compresskv",
                                        "srh+uniform", "window+error-aware"},
                                       {32, 64});
@@ -135,9 +141,7 @@ TEST(SharedPrefill, WindowAtUserSameAsSeparateSessions) {
   const Model& m = stories();
   auto tok = make_tokenizer(m.vocab);
   const Profile prof = stories_profile();
-  std::vector<int> prompt = tok->encode(story_text().substr(0, 900), false);
-  prompt.insert(prompt.begin(), tok->bos());
-  prompt.resize(200);
+  const std::vector<int> prompt = story_prompt(*tok);
   // 300: an average budget above the prompt's 200 tokens (error-aware layers still compress).
   const auto cells = eval::grid_cells({"full", "snapkv", "adakv", "compresskv", "srh+uniform"}, {32, 64, 300});
   SessionOptions base;
