@@ -19,16 +19,10 @@ ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv
 DST=$MAIN/.carry/cuda
 rm -rf "$DST" && mkdir -p "$DST"
 tar -C "$SRC" --exclude='./build*' --exclude=./.git --exclude=./gpu-out --exclude=./.carry --exclude=./.whl -cf - . | tar -C "$DST" -xf -
-mkdir -p "$DST/prebuilt/bin" "$DST/prebuilt/lib"
-for b in test_cuda_backend bench_cuda compresskv; do strip --strip-debug -o "$DST/prebuilt/bin/$b" "$B/$b"; done
+. scripts/carry_binaries.sh
+carry_binaries "$B" "$DST/prebuilt" test_cuda_backend bench_cuda compresskv
 echo "$SRC" >"$DST/prebuilt/source_dir"
 git rev-parse --short HEAD >"$DST/prebuilt/commit"
-for lib in $(ldd "$B/test_cuda_backend" "$B/bench_cuda" "$B/compresskv" | awk '/=>/ {print $3}' | sort -u); do
-  case $(basename "$lib") in
-    libc.so* | libm.so* | libstdc++* | libgcc_s* | ld-linux* | libdl* | libpthread* | librt* | libcublas* | libcudart* | libcuda.so*) ;;
-    *) cp -L "$lib" "$DST/prebuilt/lib/" ;;
-  esac
-done
 # The 64 MiB the tool carries: the libraries travel xz-compressed.
 tar -C "$DST/prebuilt" -cJf "$DST/prebuilt/lib.tar.xz" lib && rm -rf "$DST/prebuilt/lib"
 SH=$MAIN/.carry/shared

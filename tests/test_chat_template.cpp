@@ -111,6 +111,26 @@ TEST(ChatTemplate, MistralAndLlama2) {
             "<s>[INST] <<SYS>>\nSys\n<</SYS>>\n\nHi [/INST] Hello </s>");
 }
 
+// Where the final user message's content ends (--kv-window-at user): what
+// follows it is exactly each family's suffix.
+TEST(ChatTemplate, UserEndOfEveryFamily) {
+  auto suffix = [](const ChatTemplate& ct, const std::vector<ChatMessage>& msgs, bool gen) {
+    size_t ue = 0;
+    const std::string out = ct.render(msgs, gen, &ue);
+    EXPECT_EQ(out, ct.render(msgs, gen)) << "user_end changes nothing of the text";
+    return out.substr(ue);
+  };
+  EXPECT_EQ(suffix(make_chat_template(kQwen25, ""), {{"user", "Hi"}}, true), "<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(suffix(make_chat_template(kLlama3, "<|begin_of_text|>"), {{"system", "S"}, {"user", "Hi\n"}}, true),
+            "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  ChatTemplate m = make_chat_template("{{ bos_token }}{% for message in messages %}[INST] ... [/INST]{% endfor %}", "<s>");
+  EXPECT_EQ(suffix(m, {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}}, true), " [/INST]");
+  ChatTemplate l = make_chat_template("{{ bos_token + '[INST] ' }}<<SYS>>", "<s>");
+  EXPECT_EQ(suffix(l, {{"system", "Sys"}, {"user", "Hi "}}, true), " [/INST]");
+  // No user message: nothing follows it.
+  EXPECT_EQ(suffix(make_chat_template(kQwen25, ""), {{"system", "S"}}, false), "");
+}
+
 TEST(ChatTemplate, UnknownTemplateErrorNamesOption) {
   try {
     make_chat_template("{{ messages | tojson }}", "");

@@ -471,6 +471,63 @@ TEST(Engine, CompressCopyEqualsCompressingPrefill) {
   }
 }
 
+// The same with the window at the user message (--kv-window-at user): the
+// copy honours the suffix exactly as the method's own read does, every layer
+// keeps the suffix, and the selection differs from the window at the end.
+TEST(Engine, CompressCopyWindowAtUserEqualsCompressingPrefill) {
+  auto m = stories();
+  const ModelConfig& c = m->config;
+  Profile prof = identity_profile(*m, true);
+  const auto ids = prompt_ids(140, c.vocab_size, 9);
+  const int suffix = 6, T = static_cast<int>(ids.size());
+  SessionOptions fo;
+  fo.keep_queries = 8 + suffix;
+  Session full(*m, fo);
+  std::vector<float> lg(c.vocab_size), a(c.vocab_size), b(c.vocab_size);
+  full.prefill(ids, lg.data());
+  int differ = 0;
+  for (const std::string& method : press_names()) {
+    SessionOptions so;
+    so.method = method;
+    so.press.budget = 40;
+    so.press.window_at = WindowAt::User;
+    so.user_suffix = suffix;
+    so.profile = &prof;
+    Session own(*m, so);
+    own.prefill(ids, a.data());
+    auto copy = full.compress_copy(so);
+    EXPECT_EQ(copy->kept(), own.kept()) << method;
+    if (method != "full")
+      for (const auto& layer : own.kept())
+        for (const auto& head : layer) {
+          ASSERT_GE(head.size(), static_cast<size_t>(suffix + 8));
+          for (int i = 0; i < suffix + 8; ++i) EXPECT_EQ(head[head.size() - 1 - i], T - 1 - i) << method;
+        }
+    SessionOptions at_end = so;
+    at_end.press.window_at = WindowAt::End;
+    Session end(*m, at_end);
+    end.prefill(ids, b.data());
+    differ += end.kept() != own.kept();
+    for (int step = 0; step < 4; ++step) {
+      own.decode(20 + step, a.data());
+      copy->decode(20 + step, b.data());
+      EXPECT_EQ(a, b) << method << " step " << step;
+    }
+  }
+  EXPECT_GE(differ, 4) << "the window at the user message changes what the scoring methods keep";
+  // A copy whose window and suffix need more query rows than the source kept is refused.
+  SessionOptions more;
+  more.method = "snapkv";
+  more.press.budget = 40;
+  more.press.window_at = WindowAt::User;
+  more.user_suffix = suffix + 1;
+  EXPECT_THROW(full.compress_copy(more), Error);
+  // A suffix longer than the prompt is refused by the read.
+  more.user_suffix = T + 1;
+  Session longer(*m, more);
+  EXPECT_THROW(longer.prefill(ids, a.data()), Error);
+}
+
 // Every read is all or nothing: when the page pool cannot hold a step's rows,
 // the step throws and no cache is a row longer; the same step succeeds once
 // pages are free again. Likewise a later read that does not fit.

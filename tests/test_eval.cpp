@@ -181,6 +181,36 @@ TEST(NiahProbe, PromptTokensAndSpanOnSmolLM2) {
   EXPECT_GT(p.tokens.size(), 300u);
 }
 
+// --kv-window-at user needs the template suffix's token count: the tokens
+// after "Answer:" -- <|im_end|> \n <|im_start|> assistant \n -- for a chat
+// probe (a RULER sample adds its answer prefix), none for a plain one.
+TEST(NiahProbe, UserSuffixIsTheTemplateTail) {
+  CKV_REQUIRE_SHARED();
+  const Tokenizer& tok = smollm();
+  const Haystack hay = Haystack::load(test::shared_dir() + "/data/pg_essays", tok);
+  const ChatTemplate t = chatml();
+  NiahProbe p = make_niah_probe(tok, hay.tokens, evaluation_needles()[0], 0, 300, 0.5, &t);
+  const std::vector<int> tail(p.tokens.end() - p.user_suffix, p.tokens.end());
+  EXPECT_EQ(tok.decode(tail), "<|im_end|>\n<|im_start|>assistant\n");
+  const std::vector<int> before(p.tokens.end() - p.user_suffix - 2, p.tokens.end() - p.user_suffix);
+  EXPECT_EQ(tok.decode(before), "Answer:") << "the window ends with the user's last tokens";
+  EXPECT_EQ(make_niah_probe(tok, hay.tokens, evaluation_needles()[0], 0, 300, 0.5, nullptr).user_suffix, 0);
+  size_t ue = 0;
+  const std::string text = niah_prompt("C", "Q?", nullptr, &ue);
+  EXPECT_EQ(ue, text.size()) << "plain: the user part is the whole prompt";
+  RulerSample r = ruler_sample(tok, hay, "niah_single_1", 600, 0, 7, &t);
+  const std::vector<int> rtail(r.tokens.end() - r.user_suffix, r.tokens.end());
+  EXPECT_EQ(tok.decode(rtail).rfind("<|im_end|>\n<|im_start|>assistant\n", 0), 0u) << tok.decode(rtail);
+  EXPECT_GT(r.user_suffix, 5) << "the answer prefix follows the template suffix";
+  EXPECT_EQ(ruler_sample(tok, hay, "niah_single_1", 600, 0, 7, nullptr).user_suffix, 0);
+  // Token boundaries: a token that straddles the boundary belongs to the user part.
+  const std::vector<int> ids = tok.encode("abc def", false);
+  EXPECT_EQ(tail_tokens(tok, ids, 0), 0);
+  EXPECT_EQ(tail_tokens(tok, ids, 4), 1);  // " def"
+  EXPECT_EQ(tail_tokens(tok, ids, 3), 0);  // inside " def"
+  EXPECT_EQ(tail_tokens(tok, ids, 100), static_cast<int>(ids.size()));
+}
+
 // Every built-in needle finds its answer span, on both tokenizers, at several depths.
 TEST(Needles, BuiltInSetsAreDisjointAndFindTheirSpans) {
   const auto& cal = calibration_needles();

@@ -11,6 +11,7 @@
 #include "engine/session.h"
 #include "eval/generate.h"
 #include "eval/grid.h"
+#include "eval/niah_probe.h"
 #include "eval/plot.h"
 #include "model/model.h"
 #include "profile/profile.h"
@@ -58,6 +59,14 @@ Profile stories_profile() {
   return p;
 }
 
+// 200 tokens of the story after BOS.
+std::vector<int> story_prompt(const Tokenizer& tok) {
+  std::vector<int> prompt = tok.encode(story_text().substr(0, 900), false);
+  prompt.insert(prompt.begin(), tok.bos());
+  prompt.resize(200);
+  return prompt;
+}
+
 // Minimal PNG check: signature and the IHDR size.
 void expect_png(const std::string& path) {
   const std::string b = test::read_text(path);
@@ -81,9 +90,7 @@ TEST(SharedPrefill, SameAnswersAsSeparateSessions) {
   const Model& m = stories();
   auto tok = make_tokenizer(m.vocab);
   const Profile prof = stories_profile();
-  std::vector<int> prompt = tok->encode(story_text().substr(0, 900), false);
-  prompt.insert(prompt.begin(), tok->bos());
-  prompt.resize(200);
+  const std::vector<int> prompt = story_prompt(*tok);
   const auto cells = eval::grid_cells({"full", "streamingllm", "snapkv", "pyramidkv", "adakv", "compresskv",
                                        "srh+uniform", "window+error-aware"},
                                       {32, 64});
@@ -126,6 +133,72 @@ TEST(SharedPrefill, SameAnswersAsSeparateSessions) {
     }
   }
   EXPECT_GT(distinct.size(), 3u) << "the methods should not all answer alike";
+}
+
+// The same with the window at the user message: the grid's copies honour the
+// prompt's suffix as a separate session (run's path) does.
+TEST(SharedPrefill, WindowAtUserSameAsSeparateSessions) {
+  const Model& m = stories();
+  auto tok = make_tokenizer(m.vocab);
+  const Profile prof = stories_profile();
+  const std::vector<int> prompt = story_prompt(*tok);
+  // 300: an average budget above the prompt's 200 tokens (error-aware layers still compress).
+  const auto cells = eval::grid_cells({"full", "snapkv", "adakv", "compresskv", "srh+uniform"}, {32, 64, 300});
+  SessionOptions base;
+  base.profile = &prof;
+  base.press.window_at = WindowAt::User;
+  base.user_suffix = 7;
+  eval::check_cells(m, cells, base);
+  eval::GenerateOptions go;
+  go.max_new = 16;
+  go.stop_at_newline = false;
+  const auto shared = eval::grid_answers(m, *tok, prompt, cells, base, go);
+  for (size_t i = 0; i < cells.size(); ++i) {
+    Session s(m, eval::cell_options(base, cells[i]));
+    std::vector<float> logits(m.config.vocab_size);
+    s.prefill(prompt, logits.data());
+    EXPECT_EQ(eval::greedy_answer(s, *tok, logits, go).text, shared[i].text)
+        << cells[i].method << " " << cells[i].budget;
+  }
+}
+
+// run --chat and eval niah on SmolLM2 with --kv-window-at user: the same
+// probe (eval renders it, run renders its user message) gives the same greedy
+// answer, so both find the same template suffix and keep the same positions.
+TEST(EvalCli, WindowAtUserRunEqualsEval) {
+  CKV_REQUIRE_SHARED();
+  const std::string smollm =
+      test::shared_dir() + "/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+  TmpDir d("eval_user");
+  std::string hay;
+  for (int i = 0; i < 8; ++i)
+    hay += "The harbour town slept under a grey sky. Fishermen mended nets while gulls argued over scraps. ";
+  write_file(d / "hay.txt", hay);
+  write_file(d / "n.jsonl", "{\"needle\": \"The keeper of the lighthouse owned a parrot called Mango.\", "
+                            "\"question\": \"What was the parrot called?\", \"answer\": \"Mango\"}\n");
+  auto m = load_model(smollm);
+  auto tok = make_tokenizer(m->vocab);
+  const std::vector<int> hay_ids = tok->encode(hay, false);
+  const std::string context = eval::place_needle(*tok, hay_ids, 150, 0.5,
+                                                 "The keeper of the lighthouse owned a parrot called Mango.");
+  const std::string user = "<book>" + context + "</book>\nBased on the content of the book, Question: What was the "
+                           "parrot called?\nAnswer:";
+  for (const char* at : {"end", "user"}) {
+    auto e = run_cli({"eval", "niah", "-m", smollm, "--device", "cpu", "--haystack", d / "hay.txt", "--needles",
+                      d / "n.jsonl", "--lengths", "150", "--depths", "0.5", "--methods", "snapkv", "--budgets", "24",
+                      "--kv-window-at", at, "--max-new", "12", "--no-plots", "-o", d / "out"});
+    ASSERT_EQ(e.status, 0) << e.err;
+    const auto j = test::read_json(d / "out/results.json");
+    std::string eval_answer;
+    for (const auto& row : j["rows"])
+      if (row["method"] == "snapkv") eval_answer = row["response"].get<std::string>();
+    auto r = run_cli({"run", "-m", smollm, "--device", "cpu", "--chat", "-p", user, "--kv-method", "snapkv",
+                      "--kv-budget", "24", "--kv-window-at", at, "--temp", "0", "-n", "12"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    // eval's answer ends at the first newline after text; run prints all 12 tokens.
+    const std::string run_text = r.out.substr(0, r.out.find('\n', r.out.find_first_not_of(" \n")));
+    EXPECT_EQ(run_text, eval_answer) << "--kv-window-at " << at;
+  }
 }
 
 TEST(EvalCli, NiahResultsSchemaPlotsAndDeterminism) {
@@ -244,6 +317,13 @@ TEST(EvalCli, BadInput) {
   std::filesystem::create_directory(d / "empty");
   expect_error(run_cli({"eval", "niah", "-m", stories_path(), "--haystack", d / "empty"}), {"empty", "empty haystack"});
   expect_error(niah({"--depths", "1.5"}), {"--depths"});
+  expect_error(niah({"--kv-window-at", "start"}), {"--kv-window-at", "start", "end or user"});
+  expect_error(run_cli({"run", "-m", stories_path(), "-p", "Tom", "--kv-method", "snapkv", "--kv-budget", "16",
+                        "--kv-window-at", "middle"}),
+               {"--kv-window-at", "middle"});
+  expect_error(run_cli({"bench", "-m", stories_path(), "-p", "32", "-n", "0", "--kv-method", "snapkv", "--kv-budget",
+                        "16", "--kv-window-at", "USER"}),
+               {"--kv-window-at", "USER"});
   expect_error(niah({"--methods", "compresskv"}), {"compresskv", "profile"});
   // A profile of another model.
   Profile p = stories_profile();

@@ -527,3 +527,120 @@ TEST(Scoring, LongPromptMatchesDoubleReference) {
   EXPECT_LT(worst, 1e-4);
   expect_same_kept(press::top_plus_window(got.data(), T, w, B), want, T, w, B, "T=40000");
 }
+
+// ---- --kv-window-at user (LayerView::suffix) ----------------------------------
+
+namespace {
+
+// The first U positions of a layer: what the window at the user message sees.
+Layer head_of(const Layer& L, int U) {
+  Layer u{U, L.H, L.G, L.hd, std::vector<float>(L.q.begin(), L.q.begin() + static_cast<long>(U) * L.H * L.hd),
+          std::vector<float>(L.k.begin(), L.k.begin() + static_cast<long>(U) * L.G * L.hd), {}};
+  return u;
+}
+
+// Kept = the naive selection of B - s positions over [0, U) with the window
+// at U - w .. U - 1 (2.1 with the prompt cut at the user message's end), then
+// the suffix U .. T - 1.
+void expect_user_kept(const std::vector<int32_t>& got, const std::vector<double>& sc_u, int T, int s, int w, int B,
+                      const std::string& what) {
+  const int U = T - s;
+  ASSERT_GE(static_cast<int>(got.size()), s) << what;
+  const std::vector<int32_t> head(got.begin(), got.end() - s), tail(got.end() - s, got.end());
+  std::vector<int32_t> suffix(s);
+  std::iota(suffix.begin(), suffix.end(), U);
+  EXPECT_EQ(tail, suffix) << what << ": the suffix is always kept";
+  expect_same_kept(head, sc_u, U, w, std::max(B - s, 0), what);
+}
+
+}  // namespace
+
+// Every selection x allocation with the window at the user message against
+// the plain-loop derivation on the prompt cut before the suffix; the suffix
+// counts against the budget (B in all per head).
+TEST(Press, WindowAtUserMatchesNaive) {
+  const int NL = 3, H = 6, G = 2, hd = 16, T = 300, s = 7, w = 8, B = 64, U = T - s;
+  const Profile prof = make_profile(NL, H, G, hd, 11, true);
+  const PressShape shape{NL, H, G, hd};
+  struct Case {
+    std::string select, alloc;
+  };
+  for (const Case& c : {Case{"window", "uniform"}, Case{"window", "pyramid"}, Case{"window", "error-aware"},
+                        Case{"srh", "uniform"}, Case{"srh", "error-aware"}}) {
+    const std::string name = c.select + "+" + c.alloc;
+    PressParams p = params(B);
+    p.window_at = WindowAt::User;
+    auto press = make_press_pair(c.select, c.alloc, p, shape, &prof);
+    press->begin(NL, T);
+    std::vector<int> budgets(NL, B);
+    if (c.alloc == "pyramid") budgets = pyramid_budgets(B, T, NL, w, 20);
+    if (c.alloc == "error-aware") budgets = error_aware_budgets(prof.layer_scores, B);
+    for (int l = 0; l < NL; ++l) {
+      Layer L = random_layer(T, H, G, hd, 3100u + l);
+      LayerView lv = L.view(l, NL);
+      lv.suffix = s;
+      auto kept = press->select(lv);
+      ASSERT_EQ(static_cast<int>(kept.size()), G);
+      const Layer Lu = head_of(L, U);
+      std::vector<int> srh(prof.srh_ranking[l].begin(), prof.srh_ranking[l].begin() + 4);
+      for (int g = 0; g < G; ++g) {
+        const auto sc = c.select == "srh" ? naive_score(Lu, srh, w, 5, Pool::Avg) : naive_group_score(Lu, g, w, 5, Pool::Avg);
+        const std::string what = name + " layer " + std::to_string(l) + " head " + std::to_string(g);
+        // The suffix counts in the budget; window and suffix are kept even beyond it (pyramid's last layer).
+        EXPECT_EQ(static_cast<int>(kept[g].size()), std::max(budgets[l], w + s)) << what;
+        expect_user_kept(kept[g], sc, T, s, w, budgets[l], what);
+      }
+    }
+  }
+}
+
+TEST(Press, WindowAtUserAdaKVAndSinks) {
+  const int H = 6, G = 3, hd = 16, T = 400, B = 48, s = 9, w = 8, U = T - s;
+  Layer L = random_layer(T, H, G, hd, 5150, {4.0f, 1.0f, 0.05f});
+  LayerView lv = L.view();
+  lv.suffix = s;
+  auto kept = make_press("adakv", params(B), {1, H, G, hd}, nullptr)->select(lv);
+  const Layer Lu = head_of(L, U);
+  std::vector<std::vector<float>> fscores;
+  std::vector<std::vector<double>> scores;
+  for (int g = 0; g < G; ++g) {
+    scores.push_back(naive_group_score(Lu, g, w, 5, Pool::Avg));
+    fscores.emplace_back(scores.back().begin(), scores.back().end());
+  }
+  const auto hb = adakv_head_budgets(fscores, B - s, w, 0.2f);  // head shares of what the suffix leaves
+  size_t total = 0;
+  for (int g = 0; g < G; ++g) {
+    total += kept[g].size();
+    EXPECT_EQ(static_cast<int>(kept[g].size()), hb[g] + s);
+    expect_user_kept(kept[g], scores[g], T, s, w, hb[g] + s, "adakv head " + std::to_string(g));
+  }
+  EXPECT_EQ(total, static_cast<size_t>(G * B));
+  // Sinks + recent: the recent run ends at the prompt's end either way.
+  PressParams sp = params(40);
+  auto sinks = make_press("streamingllm", sp, {1, H, G, hd}, nullptr);
+  LayerView end = L.view();
+  EXPECT_EQ(sinks->select(lv), sinks->select(end));
+}
+
+TEST(Press, WindowAtUserSmallBudgetsAndShortUserPart) {
+  const int H = 4, G = 2, hd = 8, T = 200, w = 8;
+  Layer L = random_layer(T, H, G, hd, 77);
+  auto snap = make_press("snapkv", params(12), {1, H, G, hd}, nullptr);
+  // Window + suffix (8 + 10) above the budget: just those are kept.
+  LayerView lv = L.view();
+  lv.suffix = 10;
+  std::vector<int32_t> want(w + 10);
+  std::iota(want.begin(), want.end(), T - 10 - w);
+  for (const auto& h : snap->select(lv)) EXPECT_EQ(h, want);
+  // A user part no longer than the window: everything is kept.
+  lv.suffix = T - w;
+  for (const auto& h : snap->select(lv)) EXPECT_EQ(h, press::all_positions(T));
+  // No suffix: exactly the window at the end.
+  LayerView end = L.view();
+  lv.suffix = 0;
+  EXPECT_EQ(snap->select(lv), snap->select(end));
+  // Too few query rows for window + suffix is an error, not a read past q.
+  lv.suffix = 10;
+  lv.q_rows = 12;
+  EXPECT_THROW(snap->select(lv), Error);
+}

@@ -67,6 +67,9 @@ RunResult run_cli(const std::vector<std::string>& args, const std::string& stdin
   std::string dir = mkdtemp(tmpl);
   std::string in = dir + "/in", out = dir + "/out", err = dir + "/err";
   std::ofstream(in) << stdin_text;
+  // Shared cores (CI runners, a busy machine): OpenMP's busy waiting can make
+  // a short run many times slower; a value set by the caller stays.
+  setenv("OMP_WAIT_POLICY", "passive", 0);
   std::string cmd = quote(binary());
   for (auto& a : args) cmd += " " + quote(a);
   cmd += " <" + in + " >" + out + " 2>" + err;

@@ -184,6 +184,7 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
                                            "every method but full)")
       ->check(int_range(1, INT32_MAX));
   app->add_option("--kv-window", a.window, "observation window")->check(int_range(1, INT32_MAX));
+  add_window_at_arg(app, a);
   app->add_option("--kv-kernel", a.kernel, "pooling kernel")->check(int_range(1, INT32_MAX));
   app->add_option("--kv-pool", a.pool, "pooling: avg or max");
   app->add_option("--kv-srh", a.srh, "semantic retrieval heads per layer (compresskv)")->check(int_range(1, INT32_MAX));
@@ -199,6 +200,15 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
                   "exact (default: fp32 on exactly dequantised weights, matches the references) or q8 "
                   "(decoding with 8-bit activations and integer dot products, as llama.cpp; ~1.25x faster "
                   "decoding, logits move by up to ~0.5)");
+}
+
+void add_window_at_arg(CLI::App* app, SessionArgs& a) {
+  app->add_option("--kv-window-at", a.window_at,
+                  "where the observation window ends: end (default, the paper's setting: the prompt's last "
+                  "--kv-window tokens) or user (the last --kv-window tokens of the final user message, before the "
+                  "chat template's suffix; the suffix's tokens are kept too and count against --kv-budget). A plain "
+                  "prompt (no chat template: run without --chat, bench's random prompts, eval kld) has no suffix, so "
+                  "there user = end");
 }
 
 // The (selection, allocation) pair the flags name ("" for full).
@@ -228,6 +238,7 @@ static void warn_unused_session_flags(const SessionArgs& a) {
     const char* who;
   };
   for (Use u : {Use{"--kv-budget", !sel.empty(), "a compressing method"}, Use{"--kv-window", scores, scorers},
+                Use{"--kv-window-at", scores, scorers},
                 Use{"--kv-kernel", scores, scorers}, Use{"--kv-pool", scores, scorers},
                 Use{"--kv-srh", sel == "srh", "compresskv (srh selection)"},
                 Use{"--kv-profile", uses_profile(a), "compresskv (srh selection, error-aware allocation)"},
@@ -263,6 +274,9 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   if (a.pool == "avg") o.press.pool = Pool::Avg;
   else if (a.pool == "max") o.press.pool = Pool::Max;
   else throw Error("--kv-pool must be avg or max, got '" + a.pool + "'");
+  if (a.window_at == "end") o.press.window_at = WindowAt::End;
+  else if (a.window_at == "user") o.press.window_at = WindowAt::User;
+  else throw Error("--kv-window-at must be end or user, got '" + a.window_at + "'");
   o.press.n_srh = a.srh;
   o.press.n_sinks = a.sinks;
   o.press.alpha = a.alpha;

@@ -60,6 +60,7 @@ struct SessionArgs {
   int budget = 0;
   int window = 8, kernel = 5, srh = 4, sinks = 4, beta = 20;
   std::string pool = "avg";
+  std::string window_at = "end";  // --kv-window-at end|user
   float alpha = 0.2f;
   std::string profile;
   std::string dump_kept;
@@ -68,6 +69,8 @@ struct SessionArgs {
   const CLI::App* app = nullptr;  // the subcommand: which flags were given
 };
 void add_session_args(CLI::App* app, SessionArgs& a);
+// --kv-window-at (run, bench and eval share it).
+void add_window_at_arg(CLI::App* app, SessionArgs& a);
 // Session options for these flags; loads and checks the profile into `prof`.
 // Checks the method name first, then warns about flags the method ignores.
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof);

@@ -27,6 +27,7 @@ struct Common {
   SessionArgs kv;
   std::string out;
   bool no_plots = false;
+  double pool_gib = 4;
 };
 
 void add_common(CLI::App* c, Common& a, const std::string& default_out) {
@@ -36,6 +37,7 @@ void add_common(CLI::App* c, Common& a, const std::string& default_out) {
       ->delimiter(',');
   c->add_option("--budgets", a.budgets, "average budgets, comma-separated (default 64,128,256,512)")->delimiter(',');
   c->add_option("--kv-window", a.kv.window, "observation window (default 8)");
+  add_window_at_arg(c, a.kv);
   c->add_option("--kv-kernel", a.kv.kernel, "pooling kernel (default 5)");
   c->add_option("--kv-pool", a.kv.pool, "pooling: avg or max (default avg)");
   c->add_option("--kv-srh", a.kv.srh, "semantic retrieval heads per layer (compresskv, default 4)");
@@ -47,6 +49,10 @@ void add_common(CLI::App* c, Common& a, const std::string& default_out) {
   c->add_option("--matmul", a.kv.matmul, "exact (default) or q8");
   c->add_option("-o,--output", a.out, "output directory (default " + default_out + ")");
   c->add_flag("--no-plots", a.no_plots, "write no PNG figures");
+  c->add_option("--pool-gib", a.pool_gib,
+                "KV pool of a grid in GiB (default 4): cells are copied and decoded in groups that fit it with room "
+                "for a full cache each; on a GPU the pool is allocated, and a larger one decodes more cells a step")
+      ->check(real_range(0, 4096, true));
 }
 
 struct Setup {
@@ -78,6 +84,7 @@ void check_cells(const Common& a, Setup& s) {
   s.base = session_options(kv, *s.m, s.prof);
   s.base.method = "full";
   s.base.make_backend = backend_factory(a.model, s.base.q8_matmul);
+  eval::set_grid_pool_bytes(a.pool_gib * (1 << 30));
   eval::check_cells(*s.m, s.cells, s.base);
 }
 

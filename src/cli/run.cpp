@@ -78,6 +78,7 @@ int run(const RunArgs& a, const CLI::App& app) {
   auto m = load(a.model);
   auto tok = tokenizer_for(*m);
   std::string text = prompt_text(a.prompt, a.file);
+  size_t user_end = std::string::npos;  // --chat: where the user message ends (--kv-window-at user)
   if (a.chat) {
     const TokenizerData& v = m->vocab;
     std::string bos_text = v.bos >= 0 ? v.tokens[v.bos] : "";
@@ -86,7 +87,7 @@ int run(const RunArgs& a, const CLI::App& app) {
     std::vector<ChatMessage> msgs;
     if (!a.system.empty()) msgs.push_back({"system", a.system});
     msgs.push_back({"user", text});
-    text = t.render(msgs, true);
+    text = t.render(msgs, true, &user_end);
   }
   std::vector<int> ids = tok->encode(text, true);
   if (tok->add_bos() && tok->bos() >= 0 && (ids.empty() || ids[0] != tok->bos())) ids.insert(ids.begin(), tok->bos());
@@ -99,6 +100,7 @@ int run(const RunArgs& a, const CLI::App& app) {
   SessionOptions so = session_options(a.kv, *m, prof);
   so.make_backend = backend_factory(a.model, so.q8_matmul);
   so.n_ctx = a.ctx;
+  if (user_end != std::string::npos) so.user_suffix = tail_tokens(*tok, ids, text.size() - user_end);
   int n_ctx = a.ctx > 0 ? a.ctx : m->config.context;
   if (static_cast<int64_t>(ids.size()) > n_ctx)
     throw Error("prompt has " + std::to_string(ids.size()) + " tokens, more than the context size " +

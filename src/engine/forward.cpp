@@ -72,11 +72,11 @@ void logits_of(Backend& b, const Model& m, Workspace& ws, const float* x, int64_
 // The press's step: positions this layer keeps, from the window's queries
 // and the layer's keys, gathered into the pages.
 void select_and_store(Context& ctx, KvCache& kv, Press& press, int layer, int T, const DenseKV& dense,
-                      const float* qw, int q_rows, std::vector<KeptPositions>& kept,
+                      const float* qw, int q_rows, int suffix, std::vector<KeptPositions>& kept,
                       const std::function<void(const LayerView&)>& on_layer) {
   const ModelConfig& c = ctx.model().config;
   LayerView lv{layer, c.n_layers, T, c.n_heads, c.n_kv_heads, c.head_dim, qw, q_rows, dense.k, &ctx.backend(),
-               ctx.ws().score};
+               ctx.ws().score, suffix};
   if (on_layer) on_layer(lv);
   KeptPositions keep = press.select(lv);
   for (int g = 0; g < c.n_kv_heads; ++g) kv.grow_head(layer, g, static_cast<int>(keep[g].size()));
@@ -221,8 +221,9 @@ void read_layer(Context& ctx, Sequence& s, int l) {
   // A later read: the layer's cached rows right-aligned before the new ones.
   if (!rd.first) b.kv_to_dense(s.kv_, l, dense, static_cast<int>(n));
 
-  // The window's queries are the read's last rows (the press scores with them).
-  const int64_t q_rows = std::min<int64_t>(n, std::max(s.opt_.keep_queries, s.opt_.press.window));
+  // The window's queries are among the read's last rows (the press scores
+  // with them; with --kv-window-at user the suffix's rows follow them).
+  const int64_t q_rows = std::min<int64_t>(n, std::max(s.opt_.keep_queries, window_rows(s.opt_)));
   for (int64_t c0 = 0; c0 < n; c0 += C) {
     const int64_t nc = std::min(C, n - c0);
     float* x = rd.x + c0 * dim;
@@ -238,8 +239,8 @@ void read_layer(Context& ctx, Sequence& s, int l) {
   // What the layer keeps: the press's selection over the whole prompt, or
   // (a later read) the new rows appended.
   if (rd.compress) {
-    select_and_store(ctx, s.kv_, *s.press_, l, static_cast<int>(n), dense, ws.qw, static_cast<int>(q_rows), s.kept_,
-                     s.opt_.on_layer);
+    select_and_store(ctx, s.kv_, *s.press_, l, static_cast<int>(n), dense, ws.qw, static_cast<int>(q_rows),
+                     window_suffix(s.opt_), s.kept_, s.opt_.on_layer);
     if (s.queries_) {  // the last m rows, right-aligned in the layer's slot
       const int64_t m = std::min<int64_t>(s.kept_query_rows_, q_rows);
       b.copy(s.queries_ + (static_cast<size_t>(l) * s.kept_query_rows_ + s.kept_query_rows_ - m) * qd,

@@ -22,6 +22,9 @@ std::unique_ptr<Press> press_for(const SequenceOptions& o, const ModelConfig& c)
 
 }  // namespace
 
+int window_suffix(const SequenceOptions& o) { return o.press.window_at == WindowAt::User ? o.user_suffix : 0; }
+int window_rows(const SequenceOptions& o) { return o.press.window + window_suffix(o); }
+
 Sequence::Sequence(Context& ctx, const SequenceOptions& opt)
     : ctx_(ctx),
       opt_(opt),
@@ -32,9 +35,14 @@ Sequence::Sequence(Context& ctx, const SequenceOptions& opt)
   if (press_->name() != "full" && opt.press.budget > ctx.n_ctx())
     throw Error("--kv-budget " + std::to_string(opt.press.budget) + " exceeds the context size " +
                 std::to_string(ctx.n_ctx()) + " (-c)");
+  if (opt.user_suffix < 0) throw Error("user suffix " + std::to_string(opt.user_suffix) + " must be >= 0");
   if (opt.press.window > max_window || opt.keep_queries > max_window)
     throw Error("--kv-window " + std::to_string(std::max(opt.press.window, opt.keep_queries)) +
                 " exceeds the context's window room of " + std::to_string(max_window) + " query rows");
+  if (window_rows(opt) > max_window)
+    throw Error("--kv-window " + std::to_string(opt.press.window) + " with --kv-window-at user and a chat template "
+                "suffix of " + std::to_string(opt.user_suffix) + " tokens needs " + std::to_string(window_rows(opt)) +
+                " query rows; the context has room for " + std::to_string(max_window));
   if (opt.keep_queries > 0) {
     kept_query_rows_ = opt.keep_queries;
     const size_t floats = static_cast<size_t>(c.n_layers) * opt.keep_queries * c.n_heads * c.head_dim;
@@ -65,6 +73,9 @@ void Sequence::begin_read(std::span<const int> tokens) {
   for (int t : tokens)
     if (t < 0 || t >= c.vocab_size)
       throw Error("token id " + std::to_string(t) + " out of range [0, " + std::to_string(c.vocab_size) + ")");
+  if (n_past_ == 0 && window_suffix(opt_) > n)
+    throw Error("the prompt has " + std::to_string(n) + " tokens, fewer than its chat template suffix of " +
+                std::to_string(window_suffix(opt_)) + " (--kv-window-at user)");
   Read& rd = read_;
   rd.first = n_past_ == 0;
   rd.compress = rd.first && n > 1;
@@ -165,9 +176,12 @@ std::unique_ptr<Sequence> Sequence::compress_copy(const Sequence& full, const Se
     for (int g = 0; g < c.n_kv_heads; ++g)
       if (full.kv_.len(l, g) != T) throw Error("compress_copy: the source holds more than its prompt");
   const int q_rows = std::min(full.kept_query_rows_, T);
-  if (!full.queries_ || q_rows < std::min(opt.press.window, T))
+  if (window_suffix(opt) > T)
+    throw Error("compress_copy: a suffix of " + std::to_string(window_suffix(opt)) + " tokens in a prompt of " +
+                std::to_string(T));
+  if (!full.queries_ || q_rows < std::min(window_rows(opt), T))
     throw Error("compress_copy: the source kept " + std::to_string(q_rows) + " query rows, the window needs " +
-                std::to_string(opt.press.window) + " (SequenceOptions::keep_queries)");
+                std::to_string(window_rows(opt)) + " (SequenceOptions::keep_queries)");
   auto s = std::make_unique<Sequence>(ctx, opt);
   Backend& b = ctx.backend();
   Workspace& ws = ctx.ws();
@@ -178,7 +192,8 @@ std::unique_ptr<Sequence> Sequence::compress_copy(const Sequence& full, const Se
   for (int l = 0; l < c.n_layers; ++l) {
     b.kv_to_dense(full.kv_, l, dense, 0);
     const float* qw = full.queries_ + (static_cast<size_t>(l) * full.kept_query_rows_ + (full.kept_query_rows_ - q_rows)) * qd;
-    LayerView lv{l, c.n_layers, T, c.n_heads, c.n_kv_heads, c.head_dim, qw, q_rows, dense.k, &b, ws.score};
+    LayerView lv{l, c.n_layers, T, c.n_heads, c.n_kv_heads, c.head_dim, qw, q_rows, dense.k, &b, ws.score,
+                 window_suffix(opt)};
     if (opt.on_layer) opt.on_layer(lv);
     KeptPositions keep = s->press_->select(lv);
     for (int g = 0; g < c.n_kv_heads; ++g) s->kv_.grow_head(l, g, static_cast<int>(keep[g].size()));

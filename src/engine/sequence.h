@@ -29,6 +29,11 @@ struct SequenceOptions {
   std::string select, alloc;    // or a (selection, allocation) pair, when both are set
   PressParams press;
   const Profile* profile = nullptr;
+  // Tokens at the end of the prompt that follow the final user message's
+  // content (the chat template's suffix, e.g. "<|im_end|>\n<|im_start|>
+  // assistant\n"); 0 for a plain prompt. Read with press.window_at User: the
+  // window ends before them and they are kept (press/press.h).
+  int user_suffix = 0;
   // Prompt queries kept per layer after the read (rows from the end), so
   // that another method's selection can be applied later (compress_copy).
   int keep_queries = 0;
@@ -43,6 +48,12 @@ struct SequenceOptions {
   AttentionProbe* probe = nullptr;
   std::function<void(int layer, const float* q, const float* attn)> on_decode_layer;
 };
+
+// Positions after the observation window that a read's press keeps as they
+// are (LayerView::suffix): the user suffix with --kv-window-at user, else 0.
+int window_suffix(const SequenceOptions& o);
+// Query rows the press scores with: the window and the suffix after it.
+int window_rows(const SequenceOptions& o);
 
 class Sequence {
  public:

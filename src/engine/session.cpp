@@ -10,7 +10,7 @@ ContextOptions context_options(const SessionOptions& o) {
   c.n_ctx = o.n_ctx;
   c.chunk = o.chunk;
   c.kv_type = o.kv_type;
-  c.max_window = std::max({64, o.press.window, o.keep_queries});
+  c.max_window = std::max({64, window_rows(sequence_options(o)), o.keep_queries});
   if (o.keep_queries > 0) c.kv_pages = -2;  // room for compressed copies beside the full cache
   return c;
 }
@@ -22,6 +22,7 @@ SequenceOptions sequence_options(const SessionOptions& o) {
   s.alloc = o.alloc;
   s.press = o.press;
   s.profile = o.profile;
+  s.user_suffix = o.user_suffix;
   s.keep_queries = o.keep_queries;
   s.on_layer = o.on_layer;
   s.on_progress = o.on_progress;

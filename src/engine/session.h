@@ -18,6 +18,7 @@ struct SessionOptions {
   std::string select, alloc;    // or a (selection, allocation) pair
   PressParams press;
   const Profile* profile = nullptr;
+  int user_suffix = 0;  // prompt tokens after the final user message's content (SequenceOptions)
   int n_ctx = 0;    // maximum positions; 0 = the model's context
   int chunk = 0;    // rows per matrix product while reading a prompt; 0 = the backend's choice
   KvType kv_type = KvType::F32;  // cache rows: f32 (exact) or f16

@@ -87,28 +87,24 @@ namespace {
 // but one allocation much larger than the machine's memory is refused).
 double g_pool_bytes = 4.0 * (1 << 30);
 
-// One context for the grid: the full read, and the cells' copies of it made
-// and decoded a group at a time (each cell a sequence of one decode batch).
+// One prompt's grid on a GridContext: the full read, and the cells' copies
+// of it made and decoded a group at a time (each cell a sequence of one
+// decode batch).
 struct Grid {
-  std::unique_ptr<Context> ctx;
+  Context& ctx;
+  int group = 1;  // cells per group
   std::unique_ptr<Sequence> full;
   std::vector<float> full_logits;
-  int group = 1;  // cells per group
 
-  Grid(const Model& m, const std::vector<int>& prompt, int64_t extra, size_t n_cells, const SessionOptions& base) {
-    const ModelConfig& c = m.config;
+  Grid(GridContext& gc, const std::vector<int>& prompt, int64_t extra, const SessionOptions& base)
+      : ctx(gc.context()), group(gc.group()) {
     SessionOptions fo = cell_options(base, {"full", 0});
-    fo.keep_queries = base.press.window;  // what the copies' window scoring reads
-    ContextOptions co = context_options(fo);
-    co.n_ctx = static_cast<int>(std::min<int64_t>(c.context, static_cast<int64_t>(prompt.size()) + extra));
-    const double cache_bytes = 2.0 * (co.n_ctx + 16) * c.n_layers * c.n_kv_heads * c.head_dim *
-                               static_cast<double>(kv_type_bytes(co.kv_type));
-    group = static_cast<int>(std::clamp<double>(g_pool_bytes / cache_bytes - 1, 1, static_cast<double>(n_cells)));
-    co.max_seqs = group + 1;
-    co.kv_pages = 0;  // room for max_seqs full caches
-    ctx = std::make_unique<Context>(m, base.make_backend ? base.make_backend() : make_cpu_backend(base.q8_matmul), co);
-    full = std::make_unique<Sequence>(*ctx, sequence_options(fo));
-    full_logits.resize(c.vocab_size);
+    fo.keep_queries = window_rows(sequence_options(fo));  // what the copies' window scoring reads
+    if (static_cast<int64_t>(prompt.size()) + extra > ctx.n_ctx() || fo.keep_queries > ctx.options().max_window)
+      throw Error("grid: a prompt of " + std::to_string(prompt.size()) + " tokens (+" + std::to_string(extra) +
+                  ", " + std::to_string(fo.keep_queries) + " window rows) is larger than its grid context");
+    full = std::make_unique<Sequence>(ctx, sequence_options(fo));
+    full_logits.resize(ctx.model().config.vocab_size);
     full->read(prompt, full_logits.data());
   }
   ~Grid() { full.reset(); }
@@ -153,11 +149,38 @@ struct Grid {
 
 void set_grid_pool_bytes(double bytes) { g_pool_bytes = bytes; }
 
+GridContext::GridContext(const Model& m, const SessionOptions& base, int64_t max_tokens, int max_suffix,
+                         const std::vector<Cell>& cells) {
+  const ModelConfig& c = m.config;
+  const size_t n_cells = cells.size();
+  SessionOptions fo = cell_options(base, {"full", 0});
+  fo.user_suffix = max_suffix;
+  fo.keep_queries = window_rows(sequence_options(fo));
+  ContextOptions co = context_options(fo);
+  for (const Cell& cell : cells) max_tokens = std::max<int64_t>(max_tokens, cell.budget);
+  co.n_ctx = static_cast<int>(std::clamp<int64_t>(max_tokens, 1, c.context));
+  const double cache_bytes = 2.0 * (co.n_ctx + 16) * c.n_layers * c.n_kv_heads * c.head_dim *
+                             static_cast<double>(kv_type_bytes(co.kv_type));
+  group_ = static_cast<int>(std::clamp<double>(g_pool_bytes / cache_bytes - 1, 1, static_cast<double>(n_cells)));
+  co.max_seqs = group_ + 1;
+  co.kv_pages = 0;  // room for max_seqs full caches
+  ctx_ = std::make_unique<Context>(m, base.make_backend ? base.make_backend() : make_cpu_backend(base.q8_matmul), co);
+}
+
+GridContext::~GridContext() = default;
+
 std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std::vector<int>& prompt,
                                  const std::vector<Cell>& cells, const SessionOptions& base,
                                  const GenerateOptions& go) {
-  Grid g(m, prompt, go.max_new + 1, cells.size(), base);
-  const int V = m.config.vocab_size;
+  GridContext gc(m, base, static_cast<int64_t>(prompt.size()) + go.max_new + 1, base.user_suffix, cells);
+  return grid_answers(gc, tok, prompt, cells, base, go);
+}
+
+std::vector<Answer> grid_answers(GridContext& gc, const Tokenizer& tok, const std::vector<int>& prompt,
+                                 const std::vector<Cell>& cells, const SessionOptions& base,
+                                 const GenerateOptions& go) {
+  Grid g(gc, prompt, go.max_new + 1, base);
+  const int V = gc.context().model().config.vocab_size;
   std::vector<Answer> out(cells.size());
   g.for_groups(cells, base, [&](const std::vector<size_t>& idx, const std::vector<Sequence*>& seqs,
                                 std::vector<std::vector<float>>& logits) {
@@ -186,7 +209,7 @@ std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std
         batch.push_back({seqs[i], std::span<const int>(&next[i], 1), logits[i].data(), false});
       }
       if (batch.empty()) break;
-      decode_step(*g.ctx, batch);
+      decode_step(g.ctx, batch);
     }
   });
   for (auto& a : out) a.text = utf8::replace_invalid(a.text);  // an answer may stop inside a character
@@ -215,7 +238,8 @@ void grid_teacher_force(const Model& m, const std::vector<int>& prompt, const st
     }
   }
   if (others.empty()) return;
-  Grid g(m, prompt, static_cast<int64_t>(forced.size()) + 1, others.size(), base);
+  GridContext gc(m, base, static_cast<int64_t>(prompt.size() + forced.size()) + 1, base.user_suffix, others);
+  Grid g(gc, prompt, static_cast<int64_t>(forced.size()) + 1, base);
   g.for_groups(others, base, [&](const std::vector<size_t>& idx, const std::vector<Sequence*>& seqs,
                                  std::vector<std::vector<float>>& logits) {
     const size_t n = idx.size();
@@ -225,7 +249,7 @@ void grid_teacher_force(const Model& m, const std::vector<int>& prompt, const st
       if (step + 1 == forced.size()) break;
       for (size_t i = 0; i < n; ++i)
         batch[i] = {seqs[i], std::span<const int>(&forced[step], 1), logits[i].data(), false};
-      decode_step(*g.ctx, batch);
+      decode_step(g.ctx, batch);
     }
   });
 }

@@ -47,8 +47,33 @@ void check_cells(const Model& m, const std::vector<Cell>& cells, const SessionOp
 // groups of as many as fit with room for a full cache each. Tests lower it.
 void set_grid_pool_bytes(double bytes);
 
+// One context for the grids of many prompts (the backend prepares the
+// weights once -- on a GPU that is an upload per context): room for prompts
+// and their decodes of up to max_tokens positions (and for the cells'
+// largest budget: an average budget above a short prompt is allowed, and
+// error-aware layers may still compress), a user suffix of up to max_suffix
+// tokens (--kv-window-at user), and a group of the cells (the pool size
+// above).
+class GridContext {
+ public:
+  GridContext(const Model& m, const SessionOptions& base, int64_t max_tokens, int max_suffix,
+              const std::vector<Cell>& cells);
+  ~GridContext();
+  Context& context() { return *ctx_; }
+  int group() const { return group_; }
+
+ private:
+  std::unique_ptr<Context> ctx_;
+  int group_ = 1;  // cells copied and decoded together
+};
+
 // Greedy answers (eval/generate.h's rule, go.on_token unused) of every cell
 // on one prompt; each is the answer a session of that cell alone gives.
+// base.user_suffix is the prompt's.
+std::vector<Answer> grid_answers(GridContext& gc, const Tokenizer& tok, const std::vector<int>& prompt,
+                                 const std::vector<Cell>& cells, const SessionOptions& base,
+                                 const GenerateOptions& go);
+// The same on a context of its own.
 std::vector<Answer> grid_answers(const Model& m, const Tokenizer& tok, const std::vector<int>& prompt,
                                  const std::vector<Cell>& cells, const SessionOptions& base,
                                  const GenerateOptions& go);

@@ -53,9 +53,19 @@ Results run_niah(const Model& m, const Tokenizer& tok, const std::vector<NiahPro
   std::vector<std::vector<Row>> rows(cells.size());
   GenerateOptions go;
   go.max_new = max_new;
+  // One context for every probe: the longest prompt with its answer.
+  int64_t longest = 0;
+  int suffix = 0;
+  for (const NiahProbe& p : probes) {
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(p.tokens.size()) + max_new + 1);
+    suffix = std::max(suffix, p.user_suffix);
+  }
+  GridContext gc(m, base, longest, suffix, cells);
   for (size_t pi = 0; pi < probes.size(); ++pi) {
     const NiahProbe& p = probes[pi];
-    const std::vector<Answer> answers = grid_answers(m, tok, p.tokens, cells, base, go);
+    SessionOptions o = base;
+    o.user_suffix = p.user_suffix;
+    const std::vector<Answer> answers = grid_answers(gc, tok, p.tokens, cells, o, go);
     for (size_t ci = 0; ci < cells.size(); ++ci) {
       Row row;
       row.method = cells[ci].method;

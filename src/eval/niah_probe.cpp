@@ -31,10 +31,12 @@ std::string place_needle(const Tokenizer& tok, const std::vector<int>& hay, int 
   return head + " " + needle + " " + rest;
 }
 
-std::string niah_prompt(const std::string& context, const std::string& question, const ChatTemplate* chat) {
+std::string niah_prompt(const std::string& context, const std::string& question, const ChatTemplate* chat,
+                        size_t* user_end) {
   const std::string ask = "\nBased on the content of the book, Question: " + question + "\nAnswer:";
-  if (!chat) return context + ask;
-  return chat->render({{"user", "<book>" + context + "</book>" + ask}}, true);
+  if (chat) return chat->render({{"user", "<book>" + context + "</book>" + ask}}, true, user_end);
+  if (user_end) *user_end = context.size() + ask.size();
+  return context + ask;
 }
 
 std::vector<int> prompt_tokens(const Tokenizer& tok, const std::string& text, bool chat) {
@@ -62,8 +64,10 @@ NiahProbe make_niah_probe(const Tokenizer& tok, const std::vector<int>& hay, con
   p.needle = needle_index;
   p.length = length;
   p.depth = depth;
-  p.prompt = niah_prompt(place_needle(tok, hay, length, depth, n.needle), n.question, chat);
+  size_t user_end = 0;
+  p.prompt = niah_prompt(place_needle(tok, hay, length, depth, n.needle), n.question, chat, &user_end);
   p.tokens = prompt_tokens(tok, p.prompt, chat != nullptr);
+  p.user_suffix = tail_tokens(tok, p.tokens, p.prompt.size() - user_end);
   p.answer_tokens = tok.encode(n.answer, false);
   p.span = answer_span(p.tokens, p.answer_tokens);
   return p;

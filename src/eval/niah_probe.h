@@ -25,7 +25,10 @@ std::string place_needle(const Tokenizer& tok, const std::vector<int>& hay, int 
 // "{context}\nBased on the content of the book, Question: {q}\nAnswer:".
 // Chat: one user message "<book>{context}</book>\nBased on the content of the
 // book, Question: {q}\nAnswer:" rendered with the generation prompt.
-std::string niah_prompt(const std::string& context, const std::string& question, const ChatTemplate* chat);
+// With user_end: where the user message's content ends in the text (chat),
+// the text's size (plain).
+std::string niah_prompt(const std::string& context, const std::string& question, const ChatTemplate* chat,
+                        size_t* user_end = nullptr);
 
 // Prompt text -> token ids as the model reads it: special-token text parsed
 // for a chat rendering, and the model's BOS added when it wants one.
@@ -45,6 +48,7 @@ struct NiahProbe {
   double depth = 0;    // d
   std::string prompt;  // text
   std::vector<int> tokens;
+  int user_suffix = 0;             // tokens after the user message's content (the template's suffix; 0 plain)
   std::vector<int> answer_tokens;  // the answer tokenized alone (no special tokens)
   std::optional<Span> span;
 };

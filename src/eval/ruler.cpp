@@ -423,6 +423,11 @@ RulerSample ruler_sample(const Tokenizer& tok, const Haystack& hay, const std::s
   out.length = length;
   out.prompt = text_of(b);
   out.tokens = std::move(ids);
+  if (chat) {  // the template's suffix and the answer prefix follow the user message
+    size_t user_end = 0;
+    const size_t rendered = chat->render({{"user", b.body}}, true, &user_end).size();
+    out.user_suffix = tail_tokens(tok, out.tokens, rendered + b.answer_prefix.size() - user_end);
+  }
   out.refs = b.refs;
   out.max_new = max_new_of(task);
   out.depth = b.depth;

@@ -23,6 +23,7 @@ struct RulerSample {
   int length = 0;   // the prompt's target length in tokens (it holds at most this many)
   std::string prompt;
   std::vector<int> tokens;
+  int user_suffix = 0;  // chat: tokens after the user message's content (template suffix + answer prefix)
   std::vector<std::string> refs;  // every one should appear in the answer
   int max_new = 0;                // RULER's tokens_to_generate for the task
   std::optional<double> depth;    // where the needle went, single-needle tasks

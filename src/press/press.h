@@ -18,6 +18,13 @@ class Backend;
 
 enum class Pool { Avg, Max };
 
+// Where the observation window ends (--kv-window-at). End: the prompt's last
+// w tokens (the paper's setting). User: the last w tokens of the final user
+// message's content, before the chat template's suffix; the suffix's tokens
+// are then always kept, like the window, and count against the budget
+// (LayerView::suffix). A plain prompt has no suffix: User equals End.
+enum class WindowAt { End, User };
+
 // User settings (--kv-* flags). Validated by make_press.
 struct PressParams {
   int budget = 0;  // average tokens kept per layer and KV head, window included
@@ -28,6 +35,7 @@ struct PressParams {
   int n_sinks = 4;     // sinks selection (streamingllm)
   float alpha = 0.2f;  // ada allocation
   int beta = 20;       // pyramid allocation
+  WindowAt window_at = WindowAt::End;
 };
 
 // What a press sees of one layer (all pointers valid during select(); device
@@ -42,6 +50,12 @@ struct LayerView {
   const float* k = nullptr;  // [T][n_kv_heads][head_dim], post-RoPE keys of the whole prompt
   Backend* backend = nullptr;
   float* scratch = nullptr;  // device floats, at least (n_heads + 1) * T
+  // The last `suffix` positions follow the observation window (--kv-window-at
+  // user: the chat template's suffix). They are always kept and count against
+  // the budget; the window is the `window` positions before them, and q's
+  // rows end at T - 1 as ever (so q_rows >= window + suffix). 0: the window
+  // ends the prompt.
+  int suffix = 0;
 };
 
 // Kept prompt positions: [n_kv_heads][n_kept], each ascending.

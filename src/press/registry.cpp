@@ -76,13 +76,40 @@ class ComposedPress : public Press {
   KeptPositions select(const LayerView& lv) override {
     const int B = alloc_->layer_budget(lv.layer);
     if (lv.T <= B) return KeptPositions(lv.n_kv_heads, all_positions(lv.T));
-    LayerScores scores(lv, p_);
-    std::vector<int> budgets = alloc_->head_budgets(scores, B);
-    return select_->select(scores, budgets);
+    if (lv.suffix > 0) return select_before_suffix(lv, B);
+    return select_within(lv, B);
   }
   int layer_budget(int layer) const override { return alloc_->layer_budget(layer); }
 
  private:
+  KeptPositions select_within(const LayerView& lv, int B) {
+    LayerScores scores(lv, p_);
+    std::vector<int> budgets = alloc_->head_budgets(scores, B);
+    return select_->select(scores, budgets);
+  }
+
+  // --kv-window-at user: the selection runs on the prompt up to the end of
+  // the final user message (its window is that message's last tokens) with
+  // the budget less the suffix, and the suffix is appended to every head. A
+  // layer keeps B positions in all, as at the end -- or just the window and
+  // the suffix when they alone exceed B; everything when the user part is no
+  // longer than the window.
+  KeptPositions select_before_suffix(const LayerView& lv, int B) {
+    const int s = lv.suffix, U = lv.T - s;
+    if (s > lv.T || lv.q_rows < s + std::min(p_.window, U))
+      throw Error("press: a suffix of " + std::to_string(s) + " positions after the window does not fit a prompt of " +
+                  std::to_string(lv.T) + " with " + std::to_string(lv.q_rows) + " query rows");
+    if (U <= p_.window) return KeptPositions(lv.n_kv_heads, all_positions(lv.T));
+    LayerView up = lv;
+    up.T = U;
+    up.q_rows = lv.q_rows - s;  // q's rows of positions T - q_rows .. U - 1 (same start)
+    up.suffix = 0;
+    KeptPositions kept = select_within(up, std::max(B - s, 0));
+    for (auto& head : kept)
+      for (int j = U; j < lv.T; ++j) head.push_back(j);
+    return kept;
+  }
+
   std::string name_;
   PressParams p_;
   std::unique_ptr<Selection> select_;

@@ -64,19 +64,25 @@ std::string llama31_preamble(const std::string& t) {
   return "Cutting Knowledge Date: December 2023\nToday Date: " + date + "\n\n";
 }
 
-std::string render_chatml(const ChatTemplate& ct, const std::vector<ChatMessage>& msgs, bool gen) {
+std::string render_chatml(const ChatTemplate& ct, const std::vector<ChatMessage>& msgs, bool gen, size_t& ue) {
   std::string out;
   if (!ct.default_system.empty() && (msgs.empty() || msgs[0].role != "system") && !msgs.empty())
     out += "<|im_start|>system\n" + ct.default_system + "<|im_end|>\n";
-  for (const auto& m : msgs) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+  for (const auto& m : msgs) {
+    out += "<|im_start|>" + m.role + "\n" + m.content;
+    if (m.role == "user") ue = out.size();
+    out += "<|im_end|>\n";
+  }
   if (gen) out += "<|im_start|>assistant\n";
   return out;
 }
 
-std::string render_llama3(const ChatTemplate& ct, const std::vector<ChatMessage>& msgs, bool gen) {
+std::string render_llama3(const ChatTemplate& ct, const std::vector<ChatMessage>& msgs, bool gen, size_t& ue) {
   std::string out = ct.bos_text;
-  auto turn = [](const std::string& role, const std::string& text) {
-    return "<|start_header_id|>" + role + "<|end_header_id|>\n\n" + text + "<|eot_id|>";
+  auto turn = [&](const std::string& role, const std::string& text) {
+    std::string t = "<|start_header_id|>" + role + "<|end_header_id|>\n\n" + text;
+    if (role == "user") ue = out.size() + t.size();
+    return t + "<|eot_id|>";
   };
   size_t first = 0;
   if (!ct.system_preamble.empty()) {
@@ -93,7 +99,7 @@ std::string render_llama3(const ChatTemplate& ct, const std::vector<ChatMessage>
   return out;
 }
 
-std::string render_llama2(const ChatTemplate& ct, const std::vector<ChatMessage>& msgs) {
+std::string render_llama2(const ChatTemplate& ct, const std::vector<ChatMessage>& msgs, size_t& ue) {
   std::string out, system;
   size_t first = 0;
   if (!msgs.empty() && msgs[0].role == "system") {
@@ -103,13 +109,17 @@ std::string render_llama2(const ChatTemplate& ct, const std::vector<ChatMessage>
   for (size_t i = first; i < msgs.size(); ++i) {
     std::string content = msgs[i].content;
     if (i == first && first == 1) content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content;
-    if (msgs[i].role == "user") out += ct.bos_text + "[INST] " + strip(content) + " [/INST]";
+    if (msgs[i].role == "user") {
+      out += ct.bos_text + "[INST] " + strip(content);
+      ue = out.size();
+      out += " [/INST]";
+    }
     else if (msgs[i].role == "assistant") out += " " + strip(content) + " " + ct.eos_text;
   }
   return out;
 }
 
-std::string render_mistral(const ChatTemplate& ct, const std::vector<ChatMessage>& msgs) {
+std::string render_mistral(const ChatTemplate& ct, const std::vector<ChatMessage>& msgs, size_t& ue) {
   std::string out = ct.bos_text, system;
   bool system_pending = false;
   for (const auto& m : msgs) {
@@ -119,7 +129,9 @@ std::string render_mistral(const ChatTemplate& ct, const std::vector<ChatMessage
     } else if (m.role == "user") {
       std::string content = system_pending ? system + "\n\n" + m.content : m.content;
       system_pending = false;
-      out += "[INST] " + content + " [/INST]";
+      out += "[INST] " + content;
+      ue = out.size();
+      out += " [/INST]";
     } else if (m.role == "assistant") {
       out += m.content + ct.eos_text;
     }
@@ -129,12 +141,17 @@ std::string render_mistral(const ChatTemplate& ct, const std::vector<ChatMessage
 
 }  // namespace
 
-std::string ChatTemplate::render(const std::vector<ChatMessage>& msgs, bool add_generation_prompt) const {
-  if (family == "chatml") return render_chatml(*this, msgs, add_generation_prompt);
-  if (family == "llama3") return render_llama3(*this, msgs, add_generation_prompt);
-  if (family == "llama2") return render_llama2(*this, msgs);
-  if (family == "mistral") return render_mistral(*this, msgs);
-  throw Error("chat template family '" + family + "' is not known (known: " + kFamilies + ")");
+std::string ChatTemplate::render(const std::vector<ChatMessage>& msgs, bool add_generation_prompt,
+                                 size_t* user_end) const {
+  size_t ue = std::string::npos;
+  std::string out;
+  if (family == "chatml") out = render_chatml(*this, msgs, add_generation_prompt, ue);
+  else if (family == "llama3") out = render_llama3(*this, msgs, add_generation_prompt, ue);
+  else if (family == "llama2") out = render_llama2(*this, msgs, ue);
+  else if (family == "mistral") out = render_mistral(*this, msgs, ue);
+  else throw Error("chat template family '" + family + "' is not known (known: " + kFamilies + ")");
+  if (user_end) *user_end = ue == std::string::npos ? out.size() : ue;
+  return out;
 }
 
 ChatTemplate make_chat_template(const std::string& template_text, const std::string& bos_text,

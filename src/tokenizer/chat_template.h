@@ -23,7 +23,11 @@ struct ChatTemplate {
   // Date: ...\n\n" before the system content); empty for plain Llama 3.
   std::string system_preamble;
 
-  std::string render(const std::vector<ChatMessage>& msgs, bool add_generation_prompt) const;
+  // With user_end, *user_end gets the byte offset in the result where the
+  // final user message's content ends (what follows is the template's suffix:
+  // --kv-window-at user); the result's size when there is no user message.
+  std::string render(const std::vector<ChatMessage>& msgs, bool add_generation_prompt,
+                     size_t* user_end = nullptr) const;
 };
 
 // Detects the family from the template text (or takes `name` when given,

@@ -24,6 +24,16 @@ std::string Tokenizer::decode(const std::vector<int>& ids) const {
   return out;
 }
 
+int tail_tokens(const Tokenizer& tok, const std::vector<int>& ids, size_t n_bytes) {
+  size_t bytes = 0;
+  int n = 0;
+  for (size_t i = ids.size(); i-- > 0; ++n) {
+    bytes += tok.piece(ids[i]).size();
+    if (bytes > n_bytes) break;  // token i holds text of the user message
+  }
+  return n;
+}
+
 bool Tokenizer::is_eog(int id) const {
   if (id < 0) return false;
   return id == data_.eos || std::find(data_.eog.begin(), data_.eog.end(), id) != data_.eog.end();

@@ -50,6 +50,13 @@ class Tokenizer {
 // pre-tokenizer (naming it) or inconsistent data.
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerData& data);
 
+// How many of the last ids lie wholly within the last n_bytes bytes of
+// their text (pieces counted from the end; a token that straddles the
+// boundary is not one of them). With n_bytes = what follows the final user
+// message in a chat rendering (ChatTemplate::render's user_end), it is the
+// template suffix's token count (--kv-window-at user).
+int tail_tokens(const Tokenizer& tok, const std::vector<int>& ids, size_t n_bytes);
+
 // Streaming decoder: feed token ids, get back only complete UTF-8 text, so a
 // character split across tokens is printed once it is whole.
 class StreamDecoder {
