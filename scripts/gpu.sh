@@ -44,6 +44,12 @@ if [ -z "${BUILD:-}" ] && [ -x prebuilt/bin/test_cuda_backend ]; then
   # ... and ../shared beside it (the golden files the end-to-end tests read).
   [ -e "$(dirname "$AT")/shared" ] || ln -s "$SHARED" "$(dirname "$AT")/shared"
   [ -e "$ROOT/../shared" ] && echo "shared: $(ls "$(dirname "$AT")/shared/golden" | tr '\n' ' ')"
+  # The SmolLM2 GGUF is too big for one carry; scripts/eval_gpu.sh joins it
+  # in /tmp/ckv-eval on this machine, where the GPU golden test can read it.
+  SM=$(dirname "$AT")/shared/models/smollm2-135m-instruct
+  if [ -s /tmp/ckv-eval/smollm2.gguf ] && [ ! -e "$SM/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+    mkdir -p "$SM" && ln -s /tmp/ckv-eval/smollm2.gguf "$SM/SmolLM2-135M-Instruct.Q4_1.gguf" && echo "SmolLM2: /tmp/ckv-eval/smollm2.gguf"
+  fi
   stamp "prebuilt binaries (built at $AT, $(cat prebuilt/commit))"
 else
   stamp build

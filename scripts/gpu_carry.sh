@@ -29,6 +29,7 @@ SH=$MAIN/.carry/shared
 SHARED=${SHARED:-$SRC/../shared}
 rm -rf "$SH" && mkdir -p "$SH/golden" "$SH/models" "$SH/data"
 cp -a "$SHARED/golden/tiny-hf" "$SHARED/golden/stories260k" "$SH/golden/"
+mkdir -p "$SH/golden/smollm2" && cp -a "$SHARED"/golden/smollm2/{short,chat,long}.{json,last_logits.f32} "$SH/golden/smollm2/"
 cp -a "$SHARED/models/tiny-hf" "$SH/models/"
 cp -a "$SHARED/data/compresskv-published" "$SH/data/"
 du -sh "$DST" "$SH" "$DST/prebuilt"
