@@ -167,7 +167,7 @@ int serve(const ServeArgs& a, const CLI::App& app) {
   ho.port = a.port;
   ho.api_key = a.api_key;
   ho.max_body = max_body;
-  ho.threads = a.max_seqs + a.queue + 16;  // every admitted and queued stream holds a connection
+  ho.threads = std::min(a.max_seqs + a.queue + 16, 1024);  // every admitted and queued stream holds a connection
   HttpServer http(sm, engine, metrics, ho);
   const int port = http.bind();
   engine.start();
