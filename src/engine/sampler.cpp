@@ -22,6 +22,21 @@ int Sampler::argmax(const float* logits, int n) {
 
 int Sampler::sample(const float* logits, int n) {
   if (p_.temperature <= 0.0f) return argmax(logits, n);
+  if ((p_.top_k <= 0 || p_.top_k >= n) && p_.top_p >= 1.0f) {
+    // The whole vocabulary (OpenAI's defaults): no sort, one pass to draw.
+    float mx = logits[0];
+    for (int i = 1; i < n; ++i) mx = std::max(mx, logits[i]);
+    prob_.resize(n);
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += (prob_[i] = std::exp((static_cast<double>(logits[i]) - mx) / p_.temperature));
+    double u = std::uniform_real_distribution<double>(0.0, sum)(rng_);
+    int last = 0;  // rounding at the end: the last id that can be drawn
+    for (int i = 0; i < n; ++i) {
+      if (prob_[i] > 0) last = i;
+      if ((u -= prob_[i]) < 0) return i;
+    }
+    return last;
+  }
   std::vector<int> ids(n);
   std::iota(ids.begin(), ids.end(), 0);
   int k = (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : n;

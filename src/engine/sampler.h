@@ -27,6 +27,7 @@ class Sampler {
  private:
   SamplerParams p_;
   std::mt19937_64 rng_;
+  std::vector<double> prob_;  // [n_vocab] scratch of a whole-vocabulary draw
 };
 
 }  // namespace ckv

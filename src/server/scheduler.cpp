@@ -177,7 +177,7 @@ void Engine::step_read() {
   j->prompt_full_kv_bytes = static_cast<int64_t>(j->seq->kv().full_bytes(n));
   metrics_.prompt_tokens += n;
   j->state = JobState::Decode;
-  if (sample(j)) running_.push_back(j);
+  if (emit(j, pick(*j, ctx_.model().config.vocab_size))) running_.push_back(j);
 }
 
 void Engine::step_decode() {
@@ -193,22 +193,31 @@ void Engine::step_decode() {
     running_.clear();
     return;
   }
+  // The batch's tokens in parallel (a whole-vocabulary scan each), then
+  // their text in order.
+  const int n = static_cast<int>(running_.size()), V = ctx_.model().config.vocab_size;
+  picked_.resize(n);
+#pragma omp parallel for schedule(dynamic) if (n > 1)
+  for (int i = 0; i < n; ++i) picked_[i] = pick(*running_[i], V);
   std::vector<std::shared_ptr<Job>> still;
   still.reserve(running_.size());
-  for (auto& j : running_)
-    if (sample(j)) still.push_back(j);
+  for (int i = 0; i < n; ++i)
+    if (emit(running_[i], picked_[i])) still.push_back(running_[i]);
   running_.swap(still);
 }
 
-// The next token of j from its logits; pushes its text. False when j ended.
-bool Engine::sample(const std::shared_ptr<Job>& j) {
-  const int V = ctx_.model().config.vocab_size;
-  if (!finite_logits(j->logits.data(), V)) {
+int Engine::pick(Job& j, int V) {
+  if (!finite_logits(j.logits.data(), V)) return -1;
+  return j.sampler->sample(j.logits.data(), V);
+}
+
+// Token t of j: its text to the channel, or the end. False when j ended.
+bool Engine::emit(const std::shared_ptr<Job>& j, int t) {
+  if (t < 0) {
     fail(j, 500, "the model gave non-finite logits (NaN or infinity) at position " +
                      std::to_string(j->seq->n_past() - 1) + ": its weights are broken or overflow");
     return false;
   }
-  const int t = j->sampler->sample(j->logits.data(), V);
   const Clock::time_point now = Clock::now();
   if (j->generated == 0) metrics_.ttft.observe(seconds(now - j->arrival));
   else metrics_.itl.observe(seconds(now - j->last_token_at));

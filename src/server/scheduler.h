@@ -57,7 +57,10 @@ class Engine {
   void admit();
   void step_read();
   void step_decode();
-  bool sample(const std::shared_ptr<Job>& j);  // false: the job ended
+  // The next token of j from its logits, -1 when they are not finite
+  // (thread-safe across jobs: the batch's picks run in parallel).
+  static int pick(Job& j, int n_vocab);
+  bool emit(const std::shared_ptr<Job>& j, int token);  // false: the job ended
   void finish(const std::shared_ptr<Job>& j, const std::string& reason, bool flush);
   void fail(const std::shared_ptr<Job>& j, int status, const std::string& why);
   void release(const std::shared_ptr<Job>& j);
@@ -83,6 +86,7 @@ class Engine {
   std::shared_ptr<Job> reading_;
   std::vector<std::shared_ptr<Job>> running_;
   std::vector<DecodeStep> steps_;
+  std::vector<int> picked_;
 };
 
 }  // namespace ckv::server
