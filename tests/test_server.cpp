@@ -63,6 +63,7 @@ TEST(ServerRequest, ParsesTheContractsFields) {
 
 TEST(ServerRequest, RefusalsNameTheField) {
   EXPECT_EQ(param_of("{not json"), "(null)");
+  EXPECT_EQ(param_of(R"({"messages": )" + std::string(100000, '[') + std::string(100000, ']') + "}"), "(null)");
   EXPECT_EQ(param_of("[1]"), "(null)");
   EXPECT_EQ(param_of("{}"), "messages");
   EXPECT_EQ(param_of(R"({"messages": []})"), "messages");

@@ -136,7 +136,17 @@ KvRequest kv(const json& v) {
 }  // namespace
 
 GenRequest parse_request(const std::string& body, Endpoint e) {
-  json j = json::parse(body, nullptr, false);
+  // No request needs deep nesting; refusing it early bounds the parser's work.
+  constexpr int kMaxDepth = 32;
+  bool too_deep = false;
+  json j = json::parse(
+      body,
+      [&](int depth, json::parse_event_t, json&) {
+        if (depth > kMaxDepth) too_deep = true;
+        return !too_deep;
+      },
+      false);
+  if (too_deep) throw ApiError(400, "the request body nests deeper than " + std::to_string(kMaxDepth) + " levels");
   if (j.is_discarded()) throw ApiError(400, "the request body is not valid JSON");
   if (!j.is_object()) throw ApiError(400, "the request body must be a JSON object, found " + std::string(j.type_name()));
   GenRequest r;
