@@ -8,6 +8,12 @@
 
 namespace ckv {
 
+bool finite_logits(const float* logits, int n) {
+  for (int i = 0; i < n; ++i)
+    if (!std::isfinite(logits[i])) return false;
+  return true;
+}
+
 int Sampler::argmax(const float* logits, int n) {
   // Lowest id wins ties, as torch.argmax does.
   int best = 0;
@@ -23,6 +29,21 @@ int Sampler::candidates(int n) const {
 
 int Sampler::sample(const float* logits, int n) {
   if (p_.temperature <= 0.0f) return argmax(logits, n);
+  if ((p_.top_k <= 0 || p_.top_k >= n) && p_.top_p >= 1.0f) {
+    // The whole vocabulary (OpenAI's defaults): no sort, one pass to draw.
+    float mx = logits[0];
+    for (int i = 1; i < n; ++i) mx = std::max(mx, logits[i]);
+    prob_.resize(n);
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += (prob_[i] = std::exp((static_cast<double>(logits[i]) - mx) / p_.temperature));
+    double u = std::uniform_real_distribution<double>(0.0, sum)(rng_);
+    int last = 0;  // rounding at the end: the last id that can be drawn
+    for (int i = 0; i < n; ++i) {
+      if (prob_[i] > 0) last = i;
+      if ((u -= prob_[i]) < 0) return i;
+    }
+    return last;
+  }
   const int k = candidates(n) > 0 ? candidates(n) : n;
   vals_.resize(k), ids_.resize(k);
   top_logits_row(logits, n, k, vals_.data(), ids_.data(), scratch_);
