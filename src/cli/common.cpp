@@ -106,12 +106,6 @@ void check_output_path(const std::string& path, const std::string& flag) {
     throw Error(flag + " " + path + ": cannot write: " + std::strerror(errno));
 }
 
-bool finite_logits(const float* logits, int n) {
-  for (int i = 0; i < n; ++i)
-    if (!std::isfinite(logits[i])) return false;
-  return true;
-}
-
 void add_model_args(CLI::App* app, ModelArgs& a) {
   app->add_option("-m,--model", a.model, "model: GGUF file, safetensors directory or llama2.c .bin");
   app->add_option("--tokenizer", a.tokenizer, "llama2.c tokenizer file (default: tok512.bin/tokenizer.bin beside the model)");

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "engine/sampler.h"
 #include "engine/session.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "model/model.h"
@@ -28,9 +29,9 @@ void check_bench_flags(CLI::App* bench);
 // Error naming `flag` unless `path` can be created or replaced: its folder
 // exists and is writable, and it is not a folder itself. Call it before the work.
 void check_output_path(const std::string& path, const std::string& flag);
-// True when every logit is finite; run and perplexity stop with an error
-// otherwise (a model with a NaN weight, say), eval should too.
-bool finite_logits(const float* logits, int n);
+// True when every logit is finite (engine/sampler.h); run and perplexity stop
+// with an error otherwise (a model with a NaN weight, say), eval should too.
+using ckv::finite_logits;
 // One stderr warning.
 void warn(const std::string& what);
 

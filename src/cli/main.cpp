@@ -19,7 +19,7 @@ namespace {
 // is left alone.
 std::string misread_short_option(int argc, char** argv) {
   static const std::set<std::string> takes_text = {"-p", "--prompt", "--system", "--stop", "-f", "--file", "-m",
-                                                   "--model", "-o", "--output", "--chat-template"};
+                                                   "--model", "-o", "--output", "--chat-template", "--api-key", "--alias", "--host"};
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
     if (s == "--") break;
@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   add_identify_heads(app, action);
   add_profile_layers(app, action);
   add_eval(app, action);
+  add_serve(app, action);
 
   // Named before CLI11 gives its generic messages.
   if (argc > 1 && argv[1][0] != '-') {

@@ -9,6 +9,8 @@
 #include "cli/subcommands.h"
 #include "engine/sampler.h"
 #include "tokenizer/chat_template.h"
+#include "tokenizer/prompt.h"
+#include "tokenizer/stop_filter.h"
 #include "util/error.h"
 
 namespace ckv::cli {
@@ -25,40 +27,6 @@ struct RunArgs {
   int top_k = 40;
   int64_t seed = -1;
   std::vector<std::string> stop;
-};
-
-// Holds back output that could be the start of a stop string.
-class StopFilter {
- public:
-  explicit StopFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {}
-  // Appends text; returns what can be printed now; sets `hit` at a stop string.
-  std::string push(const std::string& s, bool& hit) {
-    buf_ += s;
-    size_t cut = std::string::npos;
-    for (auto& st : stops_)
-      if (!st.empty()) cut = std::min(cut, buf_.find(st));
-    if (cut != std::string::npos) {
-      hit = true;
-      std::string out = buf_.substr(0, cut);
-      buf_.clear();
-      return out;
-    }
-    size_t keep = 0;
-    for (auto& st : stops_)
-      for (size_t k = std::min(st.size() - 1, buf_.size()); k > keep; --k)
-        if (buf_.compare(buf_.size() - k, k, st, 0, k) == 0) {
-          keep = k;
-          break;
-        }
-    std::string out = buf_.substr(0, buf_.size() - keep);
-    buf_.erase(0, buf_.size() - keep);
-    return out;
-  }
-  std::string flush() { return std::exchange(buf_, {}); }
-
- private:
-  std::vector<std::string> stops_;
-  std::string buf_;
 };
 
 // Flags the combination given does not read (CLI11 tells given from default).
@@ -79,21 +47,13 @@ int run(const RunArgs& a, const CLI::App& app) {
   auto tok = tokenizer_for(*m);
   std::string text = prompt_text(a.prompt, a.file);
   if (a.chat) {
-    const TokenizerData& v = m->vocab;
-    std::string bos_text = v.bos >= 0 ? v.tokens[v.bos] : "";
-    ChatTemplate t = make_chat_template(v.chat_template, bos_text, a.chat_template,
-                                        v.chat_template_source.empty() ? m->path : v.chat_template_source);
+    ChatTemplate t = chat_template_of(m->vocab, a.chat_template, m->path);
     std::vector<ChatMessage> msgs;
     if (!a.system.empty()) msgs.push_back({"system", a.system});
     msgs.push_back({"user", text});
     text = t.render(msgs, true);
   }
-  std::vector<int> ids = tok->encode(text, true);
-  if (tok->add_bos() && tok->bos() >= 0 && (ids.empty() || ids[0] != tok->bos())) ids.insert(ids.begin(), tok->bos());
-  if (ids.empty()) {
-    if (tok->bos() < 0) throw Error("empty prompt and the model has no BOS token to start from: pass -p TEXT");
-    ids.push_back(tok->bos());
-  }
+  std::vector<int> ids = encode_prompt(*tok, text);
 
   Profile prof;
   SessionOptions so = session_options(a.kv, *m, prof);

@@ -15,5 +15,6 @@ CLI::App* add_profile(CLI::App& app, std::function<int()>& action);
 CLI::App* add_identify_heads(CLI::App& app, std::function<int()>& action);
 CLI::App* add_profile_layers(CLI::App& app, std::function<int()>& action);
 CLI::App* add_eval(CLI::App& app, std::function<int()>& action);
+CLI::App* add_serve(CLI::App& app, std::function<int()>& action);
 
 }  // namespace ckv::cli

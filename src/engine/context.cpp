@@ -23,12 +23,6 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
   const int64_t N = opt_.n_ctx;
   b_->prepare(m, BackendLimits{std::max(decode_rows_, opt_.chunk), opt_.max_seqs, N});
 
-  const int P = b_->kv_page_rows();
-  int64_t pages = opt_.kv_pages;
-  // 0: max_seqs full caches; -k: k times that.
-  if (pages <= 0) pages = std::max<int64_t>(1, -pages) * opt_.max_seqs * c.n_layers * c.n_kv_heads * ((N + P - 1) / P);
-  pool_ = std::make_unique<KvPool>(*b_, c.head_dim, opt_.kv_type, P, pages);
-
   const int64_t dim = c.dim, qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
   const int64_t R = decode_rows_, rows = std::max<int64_t>(R, opt_.chunk), ff = c.hidden_dim;
   ws_.rows = static_cast<int>(rows);
@@ -54,6 +48,16 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
     ws_.score = take((int64_t(c.n_heads) + 1) * N, "press scores");
     ws_.xn = take(int64_t(ws_.logit_rows) * dim, "output norm");
     ws_.logits = take(int64_t(ws_.logit_rows) * c.vocab_size, "logits");
+    // The pool after the workspace, so that a size_kv_pool hook sees what is left.
+    const int P = b_->kv_page_rows();
+    int64_t pages = opt_.kv_pages;
+    if (opt_.size_kv_pool) {
+      pages = opt_.size_kv_pool(*b_, KvPool::page_bytes_for(P, c.head_dim, opt_.kv_type));
+    } else if (pages <= 0) {
+      // 0: max_seqs full caches; -k: k times that.
+      pages = std::max<int64_t>(1, -pages) * opt_.max_seqs * c.n_layers * c.n_kv_heads * ((N + P - 1) / P);
+    }
+    pool_ = std::make_unique<KvPool>(*b_, c.head_dim, opt_.kv_type, P, pages);
   } catch (...) {
     for (void* p : allocs_) b_->free(p);
     throw;

@@ -4,6 +4,7 @@
 // (engine/forward.h) runs batches of them on one context.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -22,6 +23,9 @@ struct ContextOptions {
   // KV pool size in pages; 0 = room for max_seqs full caches of n_ctx
   // positions; -k = k times that.
   int64_t kv_pages = 0;
+  // When set, replaces kv_pages: asked for the pool's size in pages once the
+  // weights and workspace are in place (serve: what the device has left).
+  std::function<int64_t(const Backend& b, size_t page_bytes)> size_kv_pool;
 };
 
 // Device buffers of the forward pass, allocated once per context. Rows: a

@@ -23,7 +23,7 @@ KvPool::KvPool(Backend& b, int head_dim, KvType type, int page_rows, int64_t max
       hd_(head_dim),
       page_rows_(page_rows),
       type_(type),
-      page_bytes_(2 * static_cast<size_t>(page_rows) * head_dim * kv_type_bytes(type)),
+      page_bytes_(page_bytes_for(page_rows, head_dim, type)),
       max_pages_(max_pages) {
   if (page_rows < 1 || max_pages < 1 || max_pages > INT32_MAX)
     throw Error("KV pool: bad size (" + std::to_string(max_pages) + " pages of " + std::to_string(page_rows) +
@@ -48,6 +48,15 @@ bool KvPool::take(int64_t n, int32_t* out) {
 void KvPool::give_back(std::span<const int32_t> ids) { free_.insert(free_.end(), ids.begin(), ids.end()); }
 
 // ---- one sequence's cache ---------------------------------------------------
+
+int64_t layer_pages_bound(int n_kv_heads, int64_t kept, int64_t prompt, int64_t generated, int page_rows) {
+  const int64_t G = n_kv_heads, P = page_rows;
+  // Every head at its longest: the whole prompt and the generated rows.
+  const int64_t all = G * ((prompt + generated + P - 1) / P);
+  // sum_g ceil((n_g + gen) / P) <= (sum_g n_g + G gen + G (P - 1)) / P, sum_g n_g <= G kept.
+  const int64_t split = (G * (std::min(kept, prompt) + generated) + G * (P - 1)) / P;
+  return std::min(all, split);
+}
 
 KvCache::KvCache(KvPool& pool, int n_layers, int n_kv_heads, int64_t max_ctx)
     : pool_(pool),
@@ -205,9 +214,14 @@ size_t KvCache::full_bytes(int64_t tokens) const {
   return static_cast<size_t>((tokens + P - 1) / P) * L_ * G_ * pool_.page_bytes();
 }
 
-size_t KvCache::table_bytes() const {
-  const size_t host = (table_.size() + n_pages_.size() + len_.size()) * sizeof(int32_t);
-  return host_tables_ ? host : host + (table_.size() + len_.size()) * sizeof(int32_t);
+size_t KvCache::table_bytes() const { return table_bytes_for(L_, G_, max_ctx_, pool_.page_rows(), host_tables_); }
+
+size_t KvCache::table_bytes_for(int n_layers, int n_kv_heads, int64_t max_ctx, int page_rows, bool host_tables) {
+  const size_t heads = static_cast<size_t>(n_layers) * n_kv_heads;
+  const size_t table = heads * static_cast<size_t>((max_ctx + page_rows - 1) / page_rows);
+  // Host: table, page counts, lengths; the device: copies of the table and lengths.
+  const size_t host = (table + 2 * heads) * sizeof(int32_t);
+  return host_tables ? host : host + (table + heads) * sizeof(int32_t);
 }
 
 }  // namespace ckv

@@ -36,6 +36,10 @@ class KvPool {
   KvType type() const { return type_; }
   size_t row_bytes() const { return static_cast<size_t>(hd_) * kv_type_bytes(type_); }
   size_t page_bytes() const { return page_bytes_; }
+  // Bytes of one page: keys then values of `page_rows` rows.
+  static size_t page_bytes_for(int page_rows, int head_dim, KvType type) {
+    return 2 * static_cast<size_t>(page_rows) * head_dim * kv_type_bytes(type);
+  }
   int64_t capacity() const { return max_pages_; }
   int64_t in_use() const { return max_pages_ - static_cast<int64_t>(free_.size()); }
   size_t bytes_in_use() const { return static_cast<size_t>(in_use()) * page_bytes_; }
@@ -50,6 +54,12 @@ class KvPool {
   uint8_t* base_ = nullptr;
   std::vector<int32_t> free_;  // a stack: the most recently freed page is reused first
 };
+
+// Most pages one layer of a cache holds when its n_kv_heads heads keep, of a
+// prompt of `prompt` rows, at most `kept` rows each on average (heads may split
+// them unevenly, Ada-KV, but none keeps more than the prompt) and each head
+// then grows by `generated` rows. Admission (the server) reserves this much.
+int64_t layer_pages_bound(int n_kv_heads, int64_t kept, int64_t prompt, int64_t generated, int page_rows);
 
 // One sequence's cache: per layer and KV head, a page table and a length.
 class KvCache {
@@ -101,6 +111,9 @@ class KvCache {
   size_t full_bytes(int64_t tokens) const;
   // Bytes of the page tables and lengths (host and device).
   size_t table_bytes() const;
+  // The same for any cache of this shape, before it exists (host_tables: the
+  // backend's memory is the host's, so there are no device copies).
+  static size_t table_bytes_for(int n_layers, int n_kv_heads, int64_t max_ctx, int page_rows, bool host_tables);
 
  private:
   size_t idx(int layer, int g) const { return static_cast<size_t>(layer) * G_ + g; }

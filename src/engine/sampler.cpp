@@ -6,6 +6,12 @@
 
 namespace ckv {
 
+bool finite_logits(const float* logits, int n) {
+  for (int i = 0; i < n; ++i)
+    if (!std::isfinite(logits[i])) return false;
+  return true;
+}
+
 int Sampler::argmax(const float* logits, int n) {
   // Lowest id wins ties, as torch.argmax does.
   int best = 0;

@@ -14,6 +14,10 @@ struct SamplerParams {
   uint64_t seed = 0;
 };
 
+// True when every logit is finite. Sample only then: the sort of sample()
+// misorders NaN, so a broken model's logits must be refused first.
+bool finite_logits(const float* logits, int n_vocab);
+
 class Sampler {
  public:
   explicit Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {}

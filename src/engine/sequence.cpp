@@ -9,9 +9,7 @@
 
 namespace ckv {
 
-namespace {
-
-std::unique_ptr<Press> press_for(const SequenceOptions& o, const ModelConfig& c) {
+std::unique_ptr<Press> Sequence::make_press_for(const SequenceOptions& o, const ModelConfig& c) {
   const PressShape shape{c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
   if (!o.select.empty() || !o.alloc.empty()) {
     if (o.select.empty() || o.alloc.empty()) throw Error("--kv-select and --kv-alloc go together: give both");
@@ -20,12 +18,25 @@ std::unique_ptr<Press> press_for(const SequenceOptions& o, const ModelConfig& c)
   return make_press(o.method, o.press, shape, o.profile);
 }
 
-}  // namespace
+int64_t Sequence::pages_bound(const Context& ctx, const SequenceOptions& opt, int64_t prompt, int64_t generated) {
+  const ModelConfig& c = ctx.model().config;
+  const int P = ctx.pool().page_rows();
+  // A read of one token is appended whole; a longer first read is compressed
+  // layer by layer to the press's budgets for this prompt length.
+  std::unique_ptr<Press> press = make_press_for(opt, c);
+  if (prompt > 1) press->begin(c.n_layers, static_cast<int>(prompt));
+  int64_t pages = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int64_t kept = prompt > 1 ? press->layer_budget(l) : prompt;
+    pages += layer_pages_bound(c.n_kv_heads, kept, prompt, generated, P);
+  }
+  return pages;
+}
 
 Sequence::Sequence(Context& ctx, const SequenceOptions& opt)
     : ctx_(ctx),
       opt_(opt),
-      press_(press_for(opt, ctx.model().config)),
+      press_(make_press_for(opt, ctx.model().config)),
       kv_(ctx.pool(), ctx.model().config.n_layers, ctx.model().config.n_kv_heads, ctx.n_ctx()) {
   const ModelConfig& c = ctx.model().config;
   const int max_window = ctx.options().max_window;

@@ -71,6 +71,19 @@ class Sequence {
   // and kept at least the window's queries (keep_queries).
   static std::unique_ptr<Sequence> compress_copy(const Sequence& full, const SequenceOptions& opt);
 
+  // The press a sequence of these options would use, checked against the
+  // model's shape (throws ckv::Error naming the setting at fault).
+  static std::unique_ptr<Press> make_press_for(const SequenceOptions& opt, const ModelConfig& c);
+  // Most KV pages a sequence of these options holds after reading a prompt
+  // of `prompt` tokens (each layer compressed to its press's budget) and
+  // generating `generated` more: what the server reserves before the read.
+  static int64_t pages_bound(const Context& ctx, const SequenceOptions& opt, int64_t prompt, int64_t generated);
+  // Device bytes a first read of n tokens allocates beside its pages (the
+  // read's residual stream, [n][dim] floats), until finish_read.
+  static size_t read_transient_bytes(const ModelConfig& c, int64_t n) {
+    return sizeof(float) * static_cast<size_t>(n) * c.dim;
+  }
+
   int64_t n_past() const { return n_past_; }  // logical position of the next token
   const KvCache& kv() const { return kv_; }
   const Press& press() const { return *press_; }

@@ -108,6 +108,9 @@ class Backend {
   // Bytes this backend holds for the model (its own weight copies) and its scratch.
   virtual size_t weight_bytes() const = 0;
   virtual size_t scratch_bytes() const = 0;
+  // Bytes the device has free now (the CPU: the kernel's MemAvailable); the
+  // server sizes its KV pool from it.
+  virtual size_t free_memory() const = 0;
 
   // ---- the forward pass
   // x[i] = embedding row tokens[i]; x: [n][dim].

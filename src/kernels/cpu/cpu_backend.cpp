@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <new>
 #include <string>
@@ -24,6 +25,18 @@
 namespace ckv {
 
 namespace {
+
+// MemAvailable of /proc/meminfo in bytes (0 when unreadable).
+size_t mem_available() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  while (f >> key >> kb) {
+    if (key == "MemAvailable:") return kb * 1024;
+    f.ignore(256, '\n');
+  }
+  return 0;
+}
 
 // One row of hd floats into a cache row of type t.
 void put_row(uint8_t* dst, const float* src, int hd, KvType t) {
@@ -97,6 +110,7 @@ class CpuBackend final : public Backend {
     max_ctx_ = lim.max_ctx;
   }
   size_t weight_bytes() const override { return 0; }  // read in place from the Model
+  size_t free_memory() const override { return mem_available(); }
   size_t scratch_bytes() const override {
     return rope_table_.size() * sizeof(float) + decode_.bytes() + prefill_.bytes() +
            window_.capacity() * sizeof(float);

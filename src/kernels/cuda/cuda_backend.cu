@@ -534,6 +534,11 @@ class CudaBackend final : public Backend {
   void prepare(const Model& m, const BackendLimits& lim) override;
   size_t weight_bytes() const override { return weight_bytes_; }
   size_t scratch_bytes() const override { return scratch_bytes_; }
+  size_t free_memory() const override {
+    size_t free_b = 0, total_b = 0;
+    CKV_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return free_b;
+  }
 
   // ---- the forward pass
   void embed(std::span<const int32_t> tokens, float* x) override {

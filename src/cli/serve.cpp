@@ -1,0 +1,214 @@
+// compresskv serve: an OpenAI-compatible HTTP server over one context with
+// continuous batching, each sequence with its own compressed cache (issue 11;
+// serve_contract.md). The server itself is src/server/; this file turns the
+// flags into its parts and runs them until SIGINT/SIGTERM.
+#include <pthread.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "cli/common.h"
+#include "cli/subcommands.h"
+#include "server/http_server.h"
+#include "tokenizer/prompt.h"
+#include "util/error.h"
+
+namespace ckv::cli {
+
+namespace {
+
+using namespace ckv::server;
+
+struct ServeArgs {
+  ModelArgs model;
+  SessionArgs kv;
+  std::string host = "127.0.0.1", api_key, chat_template, alias, kv_memory, max_body = "8MiB";
+  int port = 8080, max_seqs = 16, queue = 64, ctx = 0, prefill_slice = 1;
+};
+
+// "--kv-budget 8 must be ..." -> param "kv.budget", text "kv.budget 8 must be ...".
+ApiError kv_error(const std::string& msg, const std::string& fallback = "kv") {
+  std::string param = fallback, text = msg;
+  if (msg.find("needs --kv-budget") != std::string::npos) param = "kv.budget";
+  else if (size_t p = msg.find("--kv-"); p != std::string::npos) {
+    size_t e = p + 5;
+    while (e < msg.size() && (std::isalnum(static_cast<unsigned char>(msg[e])) || msg[e] == '-')) ++e;
+    param = "kv." + msg.substr(p + 5, e - p - 5);
+  }
+  for (size_t p; (p = text.find("--kv-")) != std::string::npos;) text.replace(p, 5, "kv.");
+  return ApiError(400, text, param);
+}
+
+// The request's kv extension over the server's flags, through the same
+// session_options as run and bench (same checks, same shipped profile).
+KvSettings kv_settings(const SessionArgs& base, const std::string& profile, const Model& m, int max_window, int n_ctx,
+                       const KvRequest& k) {
+  SessionArgs a = base;
+  a.app = nullptr;  // no flag warnings per request
+  if (k.window_at && *k.window_at == "user")
+    throw ApiError(400, "'kv.window_at' \"user\" is not supported by this server yet (only \"end\")", "kv.window_at");
+  if (k.method) {
+    a.method = *k.method;
+    a.select.clear(), a.alloc.clear();
+  }
+  if (k.select || k.alloc) {
+    if (!k.select || !k.alloc) throw ApiError(400, "'kv.select' and 'kv.alloc' go together: give both", k.select ? "kv.alloc" : "kv.select");
+    if (k.method && *k.method != "full") throw ApiError(400, "give either 'kv.method' or 'kv.select'/'kv.alloc', not both", "kv.method");
+    a.method = "full";
+    a.select = *k.select, a.alloc = *k.alloc;
+  }
+  if (k.budget) a.budget = *k.budget;
+  if (k.window) a.window = *k.window;
+  if (a.window > max_window)
+    throw ApiError(400, "'kv.window' " + std::to_string(a.window) + " exceeds the server's window room of " +
+                            std::to_string(max_window) + " query rows (its --kv-window or 64)", "kv.window");
+  const bool compressing = a.method != "full" || !a.select.empty();
+  if (compressing && a.budget > n_ctx)
+    throw ApiError(400, "'kv.budget' " + std::to_string(a.budget) + " exceeds the context size " + std::to_string(n_ctx), "kv.budget");
+  if (a.profile.empty() && profile_needed(a.method, a.select, a.alloc)) a.profile = profile;
+  KvSettings ks;
+  ks.profile = std::make_shared<Profile>();
+  SessionOptions so;
+  try {
+    so = session_options(a, m, *ks.profile);
+  } catch (const Error& e) {
+    throw kv_error(e.what(), k.method ? "kv.method" : "kv");
+  }
+  ks.seq = sequence_options(so);
+  if (!so.profile) ks.profile.reset();
+  try {
+    ks.method = Sequence::make_press_for(ks.seq, m.config)->name();
+  } catch (const Error& e) {
+    throw kv_error(e.what(), "kv.method");
+  }
+  ks.budget = compressing ? a.budget : 0;
+  ks.window = a.window;
+  return ks;
+}
+
+int serve(const ServeArgs& a, const CLI::App& app) {
+  // Signals go to one thread (sigwait), not to whichever thread runs; a
+  // client gone mid-write must not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  const size_t max_body = parse_bytes(a.max_body, "--max-body");
+  const size_t kv_memory = a.kv_memory.empty() ? 0 : parse_bytes(a.kv_memory, "--kv-memory");
+  auto m = load(a.model);
+  std::unique_ptr<Tokenizer> tok;
+  if (!m->vocab.tokens.empty()) tok = tokenizer_for(*m);
+  Profile prof;
+  SessionOptions so = session_options(a.kv, *m, prof);  // the server's default kv settings, checked as run does
+  so.n_ctx = a.ctx;
+  const std::string device = device_of(a.model);
+
+  ContextOptions co = context_options(so);
+  co.max_seqs = a.max_seqs;
+  MemoryPlan plan;
+  co.size_kv_pool = [&](const Backend& b, size_t page_bytes) {
+    const ModelConfig& c = m->config;
+    const int n_ctx = a.ctx > 0 ? a.ctx : c.context;
+    const size_t limit = kv_memory ? kv_memory : default_kv_memory(device == "cuda", b.free_memory());
+    plan = plan_memory(limit, Sequence::read_transient_bytes(c, n_ctx),
+                       KvCache::table_bytes_for(c.n_layers, c.n_kv_heads, n_ctx, b.kv_page_rows(), b.host_memory()),
+                       a.max_seqs, page_bytes);
+    return plan.pool_pages;
+  };
+  Context ctx(*m, backend_factory(a.model, so.q8_matmul)(), co);
+
+  Metrics metrics;
+  metrics.kv_memory_limit = static_cast<int64_t>(plan.limit);
+  metrics.kv_pool_bytes = static_cast<int64_t>(ctx.pool().capacity() * ctx.pool().page_bytes());
+  EngineOptions eo;
+  eo.prefill_slice = a.prefill_slice;
+  eo.queue = a.queue;
+  Engine engine(ctx, tok.get(), metrics, Admission(plan.pool_pages, a.max_seqs), eo);
+
+  ServeModel sm;
+  sm.ctx = &ctx;
+  sm.tok = tok.get();
+  if (tok) {
+    try {
+      sm.chat = chat_template_of(m->vocab, a.chat_template, m->path);
+    } catch (const Error& e) {
+      sm.chat_error = e.what();
+      warn(std::string("chat requests will be refused: ") + e.what());
+    }
+  } else {
+    sm.chat_error = "the model has no tokenizer";
+  }
+  sm.alias = !a.alias.empty() ? a.alias
+             : !a.model.model.empty() ? std::filesystem::path(a.model.model).stem().string()
+                                      : std::filesystem::path(a.model.random_weights).stem().string();
+  const std::string profile = !a.kv.profile.empty() ? a.kv.profile : shipped_profile_for(*m);
+  const int max_window = ctx.options().max_window, n_ctx = ctx.n_ctx();
+  sm.kv_settings = [&](const KvRequest& k) { return kv_settings(a.kv, profile, *m, max_window, n_ctx, k); };
+  sm.ever_fits = [&](int64_t pages) { return engine.ever_fits(pages); };
+
+  HttpOptions ho;
+  ho.host = a.host;
+  ho.port = a.port;
+  ho.api_key = a.api_key;
+  ho.max_body = max_body;
+  ho.threads = a.max_seqs + a.queue + 16;  // every admitted and queued stream holds a connection
+  HttpServer http(sm, engine, metrics, ho);
+  const int port = http.bind();
+  engine.start();
+  if (app.count("--kv-memory") == 0)
+    std::fprintf(stderr, "kv memory: %s (default: %s), pool %s\n", human_bytes(plan.limit).c_str(),
+                 device == "cuda" ? "free device memory minus 1 GiB + 5%" : "half of the available RAM",
+                 human_bytes(metrics.kv_pool_bytes).c_str());
+  std::fprintf(stderr, "compresskv serve: listening on http://%s:%d\n", a.host.c_str(), port);
+  std::fflush(stderr);
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    engine.shutdown();  // every request gets its final event
+    http.stop();
+  });
+  http.run();
+  kill(getpid(), SIGTERM);  // ends the waiter when run() returned by itself (blocked: only sigwait sees it)
+  waiter.join();
+  engine.shutdown();
+  return 0;
+}
+
+}  // namespace
+
+CLI::App* add_serve(CLI::App& app, std::function<int()>& action) {
+  static ServeArgs args;  // lives for the program's run
+  auto* a = &args;
+  CLI::App* c = app.add_subcommand("serve", "OpenAI-compatible HTTP server: many sequences at once, each with its own compressed cache");
+  add_model_args(c, a->model);
+  add_session_args(c, a->kv);
+  c->add_option("--random-weights", a->model.random_weights,
+                "instead of -m: seeded random bf16 weights of this config.json's shape, on the GPU (speed only; token-id prompts)");
+  c->add_option("--seed", a->model.seed, "seed of --random-weights");
+  c->add_option("--host", a->host, "address to listen on");
+  c->add_option("--port", a->port, "port (0: any free one)")->check(int_range(0, 65535));
+  c->add_option("--max-seqs", a->max_seqs, "sequences decoded together at most")->check(int_range(1, 4096));
+  c->add_option("--kv-memory", a->kv_memory,
+                "bytes for the sequences' KV pages, page tables and prompt reads (K/M/G: powers of 1000, KiB/MiB/GiB: "
+                "of 1024; default: free device memory minus 1 GiB + 5% on a GPU, half the available RAM on the CPU)");
+  c->add_option("--queue", a->queue, "requests waiting for memory at most; more get 429")->check(int_range(0, 100000));
+  c->add_option("--api-key", a->api_key, "require 'Authorization: Bearer KEY' (all routes but /health and /)");
+  c->add_option("-c,--ctx-size", a->ctx, "context size (default: the model's)")
+      ->check(int_range(1, INT32_MAX, "(leave -c out for the model's context)"))
+      ->default_str("the model's");
+  c->add_option("--prefill-slice", a->prefill_slice, "layers of a prompt read between two decode steps")
+      ->check(int_range(1, 4096));
+  c->add_option("--chat-template", a->chat_template, "chat template family: chatml, llama3, mistral, llama2");
+  c->add_option("--max-body", a->max_body, "largest request body (bytes, suffixes as --kv-memory)");
+  c->add_option("--alias", a->alias, "model id in /v1/models (default: the model file's stem)");
+  c->callback([a, c, &action] { action = [a, c] { return serve(*a, *c); }; });
+  return c;
+}
+
+}  // namespace ckv::cli

@@ -1,0 +1,203 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <ctime>
+
+#include "server/openai_response.h"
+#include "util/error.h"
+
+namespace ckv::server {
+
+namespace {
+
+using json = nlohmann::json;
+
+void send_json(httplib::Response& res, int status, const json& j) {
+  res.status = status;
+  res.set_content(dump(j), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  if (e.status == 429) res.set_header("Retry-After", "1");
+  send_json(res, e.status, error_json(e));
+}
+
+// What one streamed request keeps between the calls of its content provider.
+struct Stream {
+  std::shared_ptr<Job> job;
+  bool started = false, ended = false;
+  std::string text;  // stream: false: the whole answer
+};
+
+}  // namespace
+
+HttpServer::HttpServer(const ServeModel& sm, Engine& engine, Metrics& metrics, const HttpOptions& opt)
+    : sm_(sm), engine_(engine), metrics_(metrics), opt_(opt), svr_(std::make_unique<httplib::Server>()) {
+  routes();
+}
+
+HttpServer::~HttpServer() = default;
+
+int HttpServer::bind() {
+  int port = opt_.port;
+  if (port == 0) port = svr_->bind_to_any_port(opt_.host);
+  else if (!svr_->bind_to_port(opt_.host, port)) port = -1;
+  if (port <= 0) throw Error("cannot listen on " + opt_.host + ":" + std::to_string(opt_.port) + " (in use, or not an address of this host)");
+  return port;
+}
+
+void HttpServer::run() { svr_->listen_after_bind(); }
+
+void HttpServer::stop() { svr_->stop(); }
+
+void HttpServer::routes() {
+  httplib::Server& s = *svr_;
+  const int threads = opt_.threads;
+  s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  s.set_payload_max_length(opt_.max_body);
+  s.set_keep_alive_timeout(5);
+  s.set_read_timeout(30);
+  s.set_write_timeout(30);
+
+  // The bearer token on every route but /health and the page.
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (opt_.api_key.empty() || req.path == "/health" || req.path == "/") return httplib::Server::HandlerResponse::Unhandled;
+    if (req.get_header_value("Authorization") == "Bearer " + opt_.api_key)
+      return httplib::Server::HandlerResponse::Unhandled;
+    metrics_.count_request(401);
+    res.set_header("WWW-Authenticate", "Bearer");
+    send_error(res, ApiError(401, req.has_header("Authorization") ? "incorrect API key" : "missing API key: send 'Authorization: Bearer KEY'", "", "invalid_api_key"));
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  // Refusals by httplib itself (no route: 404; body over the limit: 413; bad HTTP: 400).
+  s.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;  // ours, already an error object
+    std::string why = res.status == 404   ? "unknown route " + req.method + " " + req.path.substr(0, 200)
+                      : res.status == 413 ? "the request body is larger than --max-body (" + std::to_string(opt_.max_body) + " bytes)"
+                                          : "the request could not be read (HTTP " + std::to_string(res.status) + ")";
+    metrics_.count_request(res.status);
+    send_error(res, ApiError(res.status, why));
+  });
+  s.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string why = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      why = e.what();
+    } catch (...) {
+    }
+    metrics_.count_request(500);
+    send_error(res, ApiError(500, why));
+  });
+
+  auto ok_json = [this](httplib::Response& res, const json& j) {
+    metrics_.count_request(200);
+    send_json(res, 200, j);
+  };
+  s.Get("/health", [ok_json](const httplib::Request&, httplib::Response& res) { ok_json(res, {{"status", "ok"}}); });
+  s.Get("/", [this](const httplib::Request&, httplib::Response& res) {
+    metrics_.count_request(200);
+    res.set_content(kWebPage, "text/html; charset=utf-8");
+  });
+  s.Get("/v1/models", [this, ok_json](const httplib::Request&, httplib::Response& res) {
+    static const int64_t created = static_cast<int64_t>(std::time(nullptr));
+    ok_json(res, {{"object", "list"},
+                  {"data", json::array({{{"id", sm_.alias}, {"object", "model"}, {"created", created}, {"owned_by", "compresskv"}}})}});
+  });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    metrics_.count_request(200);
+    res.set_content(metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  s.Get("/v1/sequences", [this, ok_json](const httplib::Request&, httplib::Response& res) { ok_json(res, engine_.sequences_json()); });
+
+  auto generate = [this](Endpoint e) {
+    return [this, e](const httplib::Request& req, httplib::Response& res) {
+      std::shared_ptr<Job> job;
+      try {
+        job = prepare_job(sm_, parse_request(req.body, e));
+        engine_.submit(job);
+      } catch (const ApiError& err) {
+        metrics_.count_request(err.status);
+        send_error(res, err);
+        return;
+      }
+      auto st = std::make_shared<Stream>();
+      st->job = job;
+      const bool stream = job->req.stream;
+      if (stream) {
+        res.set_header("Cache-Control", "no-cache");
+        res.set_header("X-Accel-Buffering", "no");
+      }
+      // The client gone (a failed write, or a closed socket seen while
+      // waiting): the sequence is cancelled and counted as 499.
+      auto gone = [this, st] {
+        if (st->ended) return false;
+        st->ended = true;
+        engine_.cancel(st->job);
+        metrics_.count_request(499);
+        return false;
+      };
+      res.set_chunked_content_provider(
+          stream ? "text/event-stream" : "application/json",
+          [this, st, stream, gone](size_t, httplib::DataSink& sink) {
+            Job& j = *st->job;
+            auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+            if (stream && !st->started && j.req.endpoint == Endpoint::Chat && !write(sse(chunk_json(j, "", "", true))))
+              return gone();
+            st->started = true;
+            for (;;) {
+              Event ev;
+              if (!j.pop(ev, std::chrono::milliseconds(50))) {
+                if (!sink.is_writable()) return gone();
+                continue;
+              }
+              if (ev.kind == Event::Text) {
+                if (!stream) st->text += ev.text;
+                else if (!write(sse(chunk_json(j, ev.text, "", false)))) return gone();
+                continue;
+              }
+              bool wrote = true;
+              int status = 200;
+              if (ev.kind == Event::Finish) {
+                if (stream) {
+                  wrote = write(sse(chunk_json(j, "", ev.finish_reason, false)));
+                  if (wrote && j.req.include_usage) wrote = write(sse(usage_chunk_json(j)));
+                  if (wrote) wrote = write("data: [DONE]\n\n");
+                } else {
+                  wrote = write(dump(completion_json(j, st->text, ev.finish_reason)));
+                }
+              } else {  // Fail: the status line went out already; the error object says what happened
+                status = ev.error->status;
+                if (stream) wrote = write(sse(error_json(*ev.error))) && write("data: [DONE]\n\n");
+                else wrote = write(dump(error_json(*ev.error)));
+              }
+              if (!wrote) return gone();
+              st->ended = true;
+              metrics_.count_request(status);
+              sink.done();
+              return true;
+            }
+          },
+          [gone](bool) { gone(); });
+    };
+  };
+  s.Post("/v1/chat/completions", generate(Endpoint::Chat));
+  s.Post("/v1/completions", generate(Endpoint::Completion));
+
+  // Known routes with another method: 405.
+  auto wrong_method = [this](const httplib::Request& req, httplib::Response& res) {
+    metrics_.count_request(405);
+    send_error(res, ApiError(405, "method " + req.method + " is not allowed on " + req.path));
+  };
+  const char* get_routes = "/|/health|/metrics|/v1/models|/v1/sequences";
+  const char* post_routes = "/v1/chat/completions|/v1/completions";
+  const std::string all = std::string("(") + get_routes + "|" + post_routes + ")";
+  s.Post(std::string("(") + get_routes + ")", wrong_method);
+  s.Get(std::string("(") + post_routes + ")", wrong_method);
+  s.Put(all, wrong_method);
+  s.Delete(all, wrong_method);
+  s.Patch(all, wrong_method);
+}
+
+}  // namespace ckv::server
