@@ -160,12 +160,16 @@ std::string fmt(double v, const char* f = "%.1f") {
   std::snprintf(s, sizeof s, f, v);
   return s;
 }
-std::string gib(double b) { return std::isnan(b) ? "n/a" : fmt(b / (1024.0 * 1024 * 1024), "%.2f") + " GiB"; }
+std::string gib(double b) {
+  if (std::isnan(b)) return "n/a";
+  if (b >= 1024.0 * 1024 * 1024) return fmt(b / (1024.0 * 1024 * 1024), "%.2f") + " GiB";
+  return fmt(b / (1024.0 * 1024), "%.2f") + " MiB";
+}
 
 const char* kHeader =
-    "| run | N | prompt | gen | kv | ok | wall s | decode tok/s (N at once) | window s | peak decoding | output tok/s "
+    "| run | N | prompt | gen | kv | ok | wall s | decode tok/s (N at once) | window s | generated before it | peak decoding | output tok/s "
     "| TTFT p50 s | TTFT p99 s | ITL p50 ms | ITL p99 ms | ITL max ms | peak KV | FullKV of it | KV limit |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 std::string row(const json& j) {
   auto d = [&](const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : NAN; };
@@ -173,7 +177,8 @@ std::string row(const json& j) {
                   std::to_string(j.value("prompt_tokens", 0)) + " | " + std::to_string(j.value("max_tokens", 0)) +
                   " | " + j.value("kv", std::string("server default")) + " | " + std::to_string(j.value("ok", 0)) +
                   "/" + std::to_string(j.value("clients", 0)) + " | " + fmt(d("wall_s")) + " | " +
-                  fmt(d("decode_tok_s")) + " | " + fmt(d("window_s"), "%.2f") + " | " +
+                  fmt(d("decode_tok_s")) + " | " + fmt(d("window_s"), "%.2f") + " | " + fmt(d("generated_at_window_mean"), "%.0f") +
+                  " | " +
                   std::to_string(j.value("peak_decoding", 0)) + " | " + fmt(d("output_tok_s")) + " | " +
                   fmt(d("ttft_p50_s"), "%.2f") + " | " + fmt(d("ttft_p99_s"), "%.2f") + " | " +
                   fmt(d("itl_p50_ms")) + " | " + fmt(d("itl_p99_ms")) + " | " + fmt(d("itl_max_ms")) + " | " +
@@ -234,12 +239,15 @@ json summarize(const Args& a, const std::vector<Result>& rs, const Peaks& pk, do
     all_chunks.insert(all_chunks.end(), r.chunks.begin(), r.chunks.end());
   }
   // The window where every request decodes at once.
-  double window = NAN, decode_tps = NAN;
+  double window = NAN, decode_tps = NAN, gen_at_window = 0;  // mean tokens each had generated when the window opened
   if (ok == a.clients && first_max < last_min) {
     window = last_min - first_max;
     int64_t n = 0;
     for (double t : all_chunks) n += t > first_max && t <= last_min;
     decode_tps = n / window;
+    for (const Result& r : rs)
+      gen_at_window += std::count_if(r.chunks.begin(), r.chunks.end(), [&](double t) { return t <= first_max; });
+    gen_at_window /= ok;
     for (const Result& r : rs)
       for (size_t i = 1; i < r.chunks.size(); ++i)
         if (r.chunks[i - 1] >= first_max && r.chunks[i] <= last_min) itl_window.push_back(r.chunks[i] - r.chunks[i - 1]);
@@ -263,6 +271,7 @@ json summarize(const Args& a, const std::vector<Result>& rs, const Peaks& pk, do
             {"output_tok_s", ok ? tokens / std::max(1e-9, end_max - start_min) : NAN},
             {"decode_tok_s", decode_tps},
             {"window_s", window},
+            {"generated_at_window_mean", !std::isnan(window) ? gen_at_window : NAN},
             {"peak_decoding", peak},
             {"ttft_p50_s", pct(ttft, 50)},
             {"ttft_p99_s", pct(ttft, 99)},
