@@ -98,7 +98,9 @@ export async function runReference({ model, prompt, n, chat = false, kv = [], ex
   const { stdout, stderr } = await ckv(args);
   const m = stderr.match(/prompt tokens: (\d+),.*generated tokens: (\d+)/);
   if (!m) throw new Error(`run printed no token counts: ${stderr}`);
-  return { text: stdout, promptTokens: Number(m[1]), generatedTokens: Number(m[2]) };
+  // run ends its output with one newline (as llama2.c) once it generated anything.
+  const text = Number(m[2]) > 0 && stdout.endsWith('\n') ? stdout.slice(0, -1) : stdout;
+  return { text, promptTokens: Number(m[1]), generatedTokens: Number(m[2]) };
 }
 
 // Token ids of `text` as `compresskv tokenize` gives them (BOS included).
