@@ -13,6 +13,9 @@ export const STORIES = path.join(ROOT, 'models/stories260k/stories260K.bin');
 export const SMOL = path.resolve(ROOT, '../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf');
 // Threads of every server and reference run: the machine has 2 cores.
 export const THREADS = process.env.CKV_TEST_THREADS || '2';
+// OpenMP threads that sleep when idle: spinning ones make a shared 2-core
+// machine ~10x slower (SmolLM2's `run -n 8`: 12 s against 0.9 s).
+const ENV = { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY || 'passive' };
 
 const children = new Set();
 process.on('exit', () => {
@@ -25,7 +28,7 @@ process.on('exit', () => {
 // line names the port. Rejects (and kills the child) on exit or timeout.
 export function startServer(args, { timeoutMs = 60000 } = {}) {
   const full = ['serve', '--host', '127.0.0.1', '--port', '0', '-t', THREADS, ...args];
-  const proc = spawn(BIN, full, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(BIN, full, { stdio: ['ignore', 'pipe', 'pipe'], env: ENV });
   children.add(proc);
   let stderr = '';
   let exited = null;
@@ -80,7 +83,7 @@ export function startServer(args, { timeoutMs = 60000 } = {}) {
 // `compresskv ARGS` -> stdout (rejects with stderr on a non-zero exit).
 export function ckv(args, { timeoutMs = 120000, input } = {}) {
   return new Promise((resolve, reject) => {
-    const p = execFile(BIN, args, { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    const p = execFile(BIN, args, { timeout: timeoutMs, maxBuffer: 64 << 20, env: ENV }, (err, stdout, stderr) => {
       if (err) reject(new Error(`compresskv ${args.join(' ')} failed: ${err.message}\n${stderr}`));
       else resolve({ stdout, stderr });
     });
