@@ -5,7 +5,7 @@
 // the greedy answers.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, runReference, metrics, waitFor, rng, http, STORIES } from './lib.mjs';
+import { startServer, runReference, metrics, waitFor, rng, http, checkHistogram, STORIES } from './lib.mjs';
 
 const CLIENTS = 64;
 const N = 300;
@@ -108,6 +108,9 @@ describe(`${CLIENTS} concurrent clients with random disconnects`, () => {
       else assert.ok(refs.get(plan[i].prompt).startsWith(x.text), `client ${i}: the part read before the abort`);
     }
     assert.ok(full.length > 0);
+    // Every complete stream had a first token and N - 1 gaps.
+    assert.ok(checkHistogram(assert, m, 'ckv_time_to_first_token_seconds') >= full.length);
+    assert.ok(checkHistogram(assert, m, 'ckv_inter_token_latency_seconds') >= full.length * (N - 1));
     // Still serving, exactly.
     const after = await http(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'm', prompt: prompts[1], max_tokens: N, temperature: 0, ignore_eos: true }) });

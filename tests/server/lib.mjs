@@ -136,6 +136,20 @@ export function parseMetrics(text) {
   return m;
 }
 
+// A Prometheus histogram's invariants: buckets by le, non-decreasing, +Inf == _count. Returns _count.
+export function checkHistogram(assert, m, name) {
+  const buckets = [...m].filter(([k]) => k.startsWith(`${name}_bucket{`))
+    .map(([k, v]) => [k.match(/le="([^"]+)"/)[1], v]);
+  assert.ok(buckets.length >= 2, `${name}: no buckets`);
+  const le = (x) => (x === '+Inf' ? Infinity : Number(x));
+  buckets.sort((a, b) => le(a[0]) - le(b[0]));
+  for (let i = 1; i < buckets.length; ++i) assert.ok(buckets[i][1] >= buckets[i - 1][1], `${name}: buckets decrease`);
+  assert.equal(buckets.at(-1)[0], '+Inf');
+  assert.equal(buckets.at(-1)[1], m.get(`${name}_count`));
+  assert.ok(m.get(`${name}_sum`) >= 0);
+  return m.get(`${name}_count`);
+}
+
 export async function metrics(server, headers = {}) {
   const r = await http(`${server.url}/metrics`, { headers });
   if (r.status !== 200) throw new Error(`/metrics answered ${r.status}: ${r.text}`);

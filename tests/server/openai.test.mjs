@@ -4,7 +4,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { startServer, runReference, tokenize, http, STORIES, SMOL } from './lib.mjs';
+import { startServer, runReference, tokenize, http, metrics, STORIES, SMOL } from './lib.mjs';
 
 const client = (server, extra = {}) =>
   new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', timeout: 60000, maxRetries: 0, ...extra });
@@ -148,9 +148,14 @@ describe('chat completions on SmolLM2-135M-Instruct', () => {
   });
   after(async () => { await server?.stop(); });
 
-  test('non-streaming chat equals run --chat', async () => {
+  test('non-streaming chat equals run --chat; token counters move by its usage', async () => {
+    const m0 = await metrics(server);
     const r = await ai.chat.completions.create({ model: 'smol', messages: [{ role: 'user', content: question }],
       max_tokens: N, temperature: 0 });
+    const m1 = await metrics(server);
+    assert.equal(m1.get('ckv_prompt_tokens_total') - m0.get('ckv_prompt_tokens_total'), r.usage.prompt_tokens);
+    assert.equal(m1.get('ckv_generated_tokens_total') - m0.get('ckv_generated_tokens_total'), r.usage.completion_tokens);
+    assert.equal(m1.get('ckv_time_to_first_token_seconds_count') - m0.get('ckv_time_to_first_token_seconds_count'), 1);
     assert.equal(r.object, 'chat.completion');
     assert.equal(r.model, 'smol');
     assert.equal(r.choices[0].message.role, 'assistant');
@@ -182,6 +187,44 @@ describe('chat completions on SmolLM2-135M-Instruct', () => {
     assert.equal(usage.prompt_tokens, ref.promptTokens);
     assert.equal(usage.completion_tokens, ref.generatedTokens);
     assert.equal(finish, usage.completion_tokens === N ? 'length' : 'stop');
+  });
+
+  test('/v1/sequences and the gauges show a running stream, then nothing', async () => {
+    const ac = new AbortController();
+    const guard = setTimeout(() => ac.abort(), 60000);
+    const s = await ai.chat.completions.create({ model: 'smol', messages: [{ role: 'user', content: 'Tell me a story.' }],
+      max_tokens: 48, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true } },
+    { signal: ac.signal });
+    let seen = null;
+    let gauges = null;
+    let usage = null;
+    for await (const c of s) {
+      if (c.usage) usage = c.usage;
+      if (!seen && c.choices?.[0]?.delta?.content) {
+        const q = await http(`${server.url}/v1/sequences`);
+        assert.equal(q.status, 200);
+        seen = q.json;
+        gauges = await metrics(server);
+      }
+    }
+    clearTimeout(guard);
+    assert.ok(seen, 'no content chunk');
+    assert.equal(seen.sequences.length, 1, JSON.stringify(seen));
+    const q = seen.sequences[0];
+    for (const k of ['id', 'state', 'method', 'budget', 'prompt_tokens', 'generated_tokens', 'kv_bytes', 'full_kv_bytes'])
+      assert.ok(k in q, `sequence lacks ${k}: ${JSON.stringify(q)}`);
+    assert.equal(q.state, 'decode');
+    assert.equal(q.method, 'full');
+    assert.equal(q.prompt_tokens, usage.prompt_tokens);
+    assert.ok(q.generated_tokens >= 1 && q.generated_tokens <= 48);
+    assert.ok(q.kv_bytes > 0 && q.kv_bytes <= q.full_kv_bytes);
+    assert.ok(seen.kv_bytes >= q.kv_bytes && seen.kv_full_bytes >= seen.kv_bytes);
+    assert.ok(seen.kv_memory_limit_bytes > 0);
+    assert.equal(gauges.get('ckv_running_sequences'), 1);
+    assert.ok(gauges.get('ckv_kv_bytes') > 0);
+    const after = await http(`${server.url}/v1/sequences`);
+    assert.deepEqual(after.json.sequences, []);
+    assert.equal(after.json.kv_bytes, 0);
   });
 
   test('content as an array of text parts, max_completion_tokens', async () => {
