@@ -112,10 +112,21 @@ void HttpServer::routes() {
   s.Get("/v1/sequences", [this, ok_json](const httplib::Request&, httplib::Response& res) { ok_json(res, engine_.sequences_json()); });
 
   auto generate = [this](Endpoint e) {
-    return [this, e](const httplib::Request& req, httplib::Response& res) {
+    // A content reader, so the body is read whatever its Content-Type (httplib
+    // caps form-encoded bodies, curl -d's default, at 8 KiB otherwise).
+    return [this, e](const httplib::Request&, httplib::Response& res, const httplib::ContentReader& reader) {
+      std::string body;
+      const bool read = reader([&](const char* d, size_t n) {
+        body.append(d, n);
+        return body.size() <= opt_.max_body;
+      });
       std::shared_ptr<Job> job;
       try {
-        job = prepare_job(sm_, parse_request(req.body, e));
+        if (!read || body.size() > opt_.max_body)
+          throw body.size() >= opt_.max_body || res.status == 413
+              ? ApiError(413, "the request body is larger than --max-body (" + std::to_string(opt_.max_body) + " bytes)")
+              : ApiError(400, "the request body could not be read");
+        job = prepare_job(sm_, parse_request(body, e));
         engine_.submit(job);
       } catch (const ApiError& err) {
         metrics_.count_request(err.status);
@@ -146,12 +157,17 @@ void HttpServer::routes() {
             if (stream && !st->started && j.req.endpoint == Endpoint::Chat && !write(sse(chunk_json(j, "", "", true))))
               return gone();
             st->started = true;
+            // Whether the client is still there, every 50 ms (a body that is
+            // not streamed writes nothing until the end).
+            auto checked = Clock::now();
             for (;;) {
               Event ev;
-              if (!j.pop(ev, std::chrono::milliseconds(50))) {
+              const bool got = j.pop(ev, std::chrono::milliseconds(50));
+              if (Clock::now() - checked >= std::chrono::milliseconds(50)) {
                 if (!sink.is_writable()) return gone();
-                continue;
+                checked = Clock::now();
               }
+              if (!got) continue;
               if (ev.kind == Event::Text) {
                 if (!stream) st->text += ev.text;
                 else if (!write(sse(chunk_json(j, ev.text, "", false)))) return gone();

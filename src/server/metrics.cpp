@@ -1,14 +1,19 @@
 #include "server/metrics.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace ckv::server {
 
 namespace {
 
+// The shortest text that reads back as v (0.025, not 0.025000000000000001).
 std::string num(double v) {
   char b[48];
-  std::snprintf(b, sizeof b, "%.17g", v);
+  for (int p = 6; p <= 17; ++p) {
+    std::snprintf(b, sizeof b, "%.*g", p, v);
+    if (std::strtod(b, nullptr) == v) break;
+  }
   return b;
 }
 
