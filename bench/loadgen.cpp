@@ -215,7 +215,7 @@ json summarize(const Args& a, const std::vector<Result>& rs, const Peaks& pk, do
   std::vector<double> ttft, itl, itl_window;
   int ok = 0, cut = 0;
   double first_max = 0, last_min = INFINITY, start_min = INFINITY, end_max = 0;
-  int64_t tokens = 0;
+  int64_t tokens = 0, usage_tokens = 0;  // chunks received; completion_tokens of the usage chunks
   std::vector<std::pair<double, int>> edges;  // decoding intervals, for the concurrency sweep
   std::vector<double> all_chunks;
   json errors = json::array();
@@ -234,6 +234,7 @@ json summarize(const Args& a, const std::vector<Result>& rs, const Peaks& pk, do
     start_min = std::min(start_min, r.start);
     end_max = std::max(end_max, r.chunks.back());
     tokens += static_cast<int64_t>(r.chunks.size());
+    usage_tokens += std::max<int64_t>(0, r.completion_tokens);
     edges.push_back({r.chunks.front(), +1});
     edges.push_back({r.chunks.back(), -1});
     all_chunks.insert(all_chunks.end(), r.chunks.begin(), r.chunks.end());
@@ -268,6 +269,7 @@ json summarize(const Args& a, const std::vector<Result>& rs, const Peaks& pk, do
             {"cut", cut},
             {"wall_s", wall},
             {"tokens", tokens},
+            {"usage_completion_tokens", usage_tokens},
             {"output_tok_s", ok ? tokens / std::max(1e-9, end_max - start_min) : NAN},
             {"decode_tok_s", decode_tps},
             {"window_s", window},

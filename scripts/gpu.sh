@@ -104,7 +104,7 @@ if has peer; then
 fi
 if has serve; then
   stamp "serve: compresskv serve + loadgen"
-  timeout "${T_SERVE:-560}" bash scripts/serve_bench.sh "$BIN" "$OUT"
+  timeout "${T_SERVE:-540}" bash scripts/serve_bench.sh "$BIN" "$OUT"
   echo "serve stage exit: $?"
 fi
 stamp done
