@@ -4,7 +4,7 @@
 // fits still answers exactly.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, runReference, postJson, metrics, assertErrorBody, STORIES } from './lib.mjs';
+import { startServer, runReference, postJson, metrics, sampleMetrics, assertErrorBody, STORIES } from './lib.mjs';
 
 const M = 200;       // generated tokens of each request
 const P = 32;        // prompt tokens (ids)
@@ -47,18 +47,12 @@ describe('admission past --kv-memory', () => {
     try {
       const body = { model: 'm', prompt: ids, max_tokens: M, temperature: 0, ignore_eos: true };
       let peakRunning = 0;
-      let sampling = true;
-      const sampler = (async () => {
-        while (sampling) {
-          const m = await metrics(server);
+      const burst = await sampleMetrics(server,
+        Promise.all(Array.from({ length: 8 }, () => postJson(`${server.url}/v1/completions`, body, { timeoutMs: 60000 }))),
+        (m) => {
           peakRunning = Math.max(peakRunning, m.get('ckv_running_sequences'));
           assert.ok(m.get('ckv_kv_bytes') <= m.get('ckv_kv_pool_bytes'), `ckv_kv_bytes ${m.get('ckv_kv_bytes')} over the pool`);
-          await new Promise((r) => setTimeout(r, 20));
-        }
-      })();
-      const burst = await Promise.all(Array.from({ length: 8 }, () => postJson(`${server.url}/v1/completions`, body, { timeoutMs: 60000 })));
-      sampling = false;
-      await sampler;
+        });
       const statuses = burst.map((r) => r.status).sort();
       console.log(`admission: burst of ${burst.length} under a pool for one: statuses ${statuses}, peak running ${peakRunning}`);
       const ok = burst.filter((r) => r.status === 200);

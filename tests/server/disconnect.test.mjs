@@ -5,7 +5,7 @@
 // the greedy answers.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, runReference, metrics, waitFor, rng, http, checkHistogram, STORIES } from './lib.mjs';
+import { startServer, runReference, metrics, sampleMetrics, waitFor, rng, http, checkHistogram, STORIES } from './lib.mjs';
 
 const CLIENTS = 64;
 const N = 300;
@@ -74,17 +74,8 @@ describe(`${CLIENTS} concurrent clients with random disconnects`, () => {
       abortAfter: r.next() < 0.5 ? -1 : r.pick([0, 1, 2, 5, 20, 60, 150]),
     }));
     let peak = 0;
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        const m = await metrics(server);
-        peak = Math.max(peak, m.get('ckv_kv_bytes'));
-        await new Promise((res) => setTimeout(res, 50));
-      }
-    })();
-    const results = await Promise.all(plan.map((p) => client(server.url, p.prompt, p.abortAfter)));
-    sampling = false;
-    await sampler;
+    const results = await sampleMetrics(server, Promise.all(plan.map((p) => client(server.url, p.prompt, p.abortAfter))),
+      (m) => { peak = Math.max(peak, m.get('ckv_kv_bytes')); }, 50);
     assert.ok(peak > 0, 'ckv_kv_bytes never rose during the run');
 
     const m = await waitFor(async () => {

@@ -156,6 +156,24 @@ export async function metrics(server, headers = {}) {
   return parseMetrics(r.text);
 }
 
+// Calls fn(metrics) every intervalMs while `work` runs; resolves to work's
+// result (a failed fn fails it too).
+export async function sampleMetrics(server, work, fn, intervalMs = 20) {
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      fn(await metrics(server));
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  })();
+  try {
+    return await work;
+  } finally {
+    sampling = false;
+    await sampler;
+  }
+}
+
 // Polls `fn` until it returns a truthy value, or throws after timeoutMs with `what`.
 export async function waitFor(fn, { timeoutMs = 20000, intervalMs = 100, what = 'condition' } = {}) {
   const t0 = Date.now();
