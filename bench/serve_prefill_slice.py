@@ -81,16 +81,18 @@ def main():
     window["end"] = got[0] if got else time.monotonic()
     t1.join()
 
-    gaps = [(times[i], 1000 * (times[i] - times[i - 1])) for i in range(1, len(times))]
-    def summary(name, sel):
-        g = [d for t, d in gaps if sel(t)]
-        if g:
-            print("%-28s %4d gaps  median %8.1f ms  max %8.1f ms" % (name, len(g), statistics.median(g), max(g)))
+    # A gap (t0, t1] belongs to the read when it overlaps [sent, first token].
+    gaps = [(times[i - 1], times[i]) for i in range(1, len(times))]
     s, e = window["start"], window["end"]
+    def summary(name, sel):
+        g = [1000 * (t1 - t0) for t0, t1 in gaps if sel(t0, t1)]
+        if g:
+            print("%-28s %4d gaps  median %8.1f ms  max %8.1f ms  sum %8.1f ms" %
+                  (name, len(g), statistics.median(g), max(g), sum(g)))
     print("long prompt: %d tokens, time to first token %.2f s" % (a.prompt_tokens, e - s))
-    summary("decode before the read", lambda t: t < s)
-    summary("decode during the read", lambda t: s <= t <= e)
-    summary("decode after the read", lambda t: t > e)
+    summary("decode before the read", lambda t0, t1: t1 <= s)
+    summary("decode during the read", lambda t0, t1: t1 > s and t0 < e)
+    summary("decode after the read", lambda t0, t1: t0 >= e)
 
 
 if __name__ == "__main__":

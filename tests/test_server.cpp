@@ -2,6 +2,9 @@
 // admission arithmetic, the page bound against real sequences, the metrics
 // text, and the engine thread (continuous batching, sliced prefill) against
 // one Session per prompt.
+#include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "engine/forward.h"
@@ -357,6 +360,54 @@ TEST(ServerEngine, RefusesWhatNeverFitsAndQueuesPastNothing) {
   } catch (const ApiError& e) {
     EXPECT_EQ(e.status, 429);
   }
+}
+
+}  // namespace
+}  // namespace ckv
+
+namespace ckv {
+namespace {
+
+using namespace server;
+
+// A model with a NaN weight: each request ends with a 500 error event, the
+// engine goes on (the next request is served the same way) and no page leaks.
+TEST(ServerEngine, NonFiniteLogitsEndTheRequestNotTheEngine) {
+  test::TmpDir t("server_nan");
+  std::string b = test::read_text(test::source_dir() + "/models/stories260k/stories260K.bin");
+  const float nan = std::nanf("");
+  std::memcpy(&b[28], &nan, sizeof nan);  // token_embedding_table[0][0]: the logit of token 0 (tied)
+  test::write_file(t / "stories260K.bin", b);
+  std::filesystem::copy_file(test::source_dir() + "/models/stories260k/tok512.bin", t / "tok512.bin");
+  auto m = load_model(t / "stories260K.bin");
+  auto tok = make_tokenizer(m->vocab);
+  ContextOptions co;
+  co.max_seqs = 2;
+  co.n_ctx = 512;
+  Context ctx(*m, make_cpu_backend(), co);
+  Metrics metrics;
+  Engine engine(ctx, tok.get(), metrics, Admission(ctx.pool().capacity(), 2), EngineOptions{2, 4});
+  engine.start();
+  ServeModel sm;
+  sm.ctx = &ctx;
+  sm.tok = tok.get();
+  sm.kv_settings = [](const KvRequest&) { return KvSettings{}; };
+  sm.ever_fits = [&](int64_t p) { return engine.ever_fits(p); };
+  for (int i = 0; i < 2; ++i) {
+    GenRequest r;
+    r.endpoint = Endpoint::Completion;
+    r.prompt = "Once upon a time";
+    r.max_tokens = 5;
+    auto j = prepare_job(sm, r);
+    engine.submit(j);
+    Event e;
+    ASSERT_TRUE(j->pop(e, std::chrono::milliseconds(20000)));
+    ASSERT_EQ(e.kind, Event::Fail);
+    EXPECT_EQ(e.error->status, 500);
+    EXPECT_NE(std::string(e.error->what()).find("non-finite"), std::string::npos) << e.error->what();
+  }
+  engine.shutdown();
+  EXPECT_EQ(ctx.pool().in_use(), 0);
 }
 
 }  // namespace

@@ -230,8 +230,8 @@ static void warn_unused_session_flags(const SessionArgs& a) {
     if (given(u.flag) && !u.used)
       warn(std::string(u.flag) + " does nothing with --kv-method " + m + (m == "full" ? " (the default)" : "") +
            "; it is read by " + u.who + " (ignored)");
-  if (given("--kv-dump-kept") && a.app->get_name() == "bench")
-    warn("--kv-dump-kept does nothing in bench (it is read by run; ignored)");
+  if (given("--kv-dump-kept") && a.app->get_name() != "run")
+    warn("--kv-dump-kept does nothing in " + a.app->get_name() + " (it is read by run; ignored)");
 }
 
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof) {

@@ -2,9 +2,11 @@
 // continuous batching, each sequence with its own compressed cache (issue 11;
 // serve_contract.md). The server itself is src/server/; this file turns the
 // flags into its parts and runs them until SIGINT/SIGTERM.
-#include <pthread.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -20,6 +22,13 @@ namespace ckv::cli {
 namespace {
 
 using namespace ckv::server;
+
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void on_signal(int) {
+  const char c = 's';
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &c, 1);  // async-signal-safe
+}
 
 struct ServeArgs {
   ModelArgs model;
@@ -89,14 +98,16 @@ KvSettings kv_settings(const SessionArgs& base, const std::string& profile, cons
 }
 
 int serve(const ServeArgs& a, const CLI::App& app) {
-  // Signals go to one thread (sigwait), not to whichever thread runs; a
+  // SIGINT/SIGTERM wake a thread through a pipe (whichever thread the signal
+  // lands on, and even when the shell started us with SIGINT ignored); a
   // client gone mid-write must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  if (pipe(g_signal_pipe) != 0) throw Error(std::string("pipe: ") + std::strerror(errno));
+  struct sigaction sa = {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 
   const size_t max_body = parse_bytes(a.max_body, "--max-body");
   const size_t kv_memory = a.kv_memory.empty() ? 0 : parse_bytes(a.kv_memory, "--kv-memory");
@@ -156,7 +167,7 @@ int serve(const ServeArgs& a, const CLI::App& app) {
   ho.port = a.port;
   ho.api_key = a.api_key;
   ho.max_body = max_body;
-  ho.threads = a.max_seqs + a.queue + 16;  // every admitted and queued stream holds a connection
+  ho.threads = std::min(a.max_seqs + a.queue + 16, 1024);  // every admitted and queued stream holds a connection
   HttpServer http(sm, engine, metrics, ho);
   const int port = http.bind();
   engine.start();
@@ -168,13 +179,16 @@ int serve(const ServeArgs& a, const CLI::App& app) {
   std::fflush(stderr);
 
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    char c = 0;
+    while (read(g_signal_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    if (c == 's') std::fprintf(stderr, "compresskv serve: stopping\n");
     engine.shutdown();  // every request gets its final event
     http.stop();
   });
   http.run();
-  kill(getpid(), SIGTERM);  // ends the waiter when run() returned by itself (blocked: only sigwait sees it)
+  const char quit = 'q';  // ends the waiter when run() returned by itself
+  if (write(g_signal_pipe[1], &quit, 1) < 0) std::perror("compresskv serve: waking the signal thread");
   waiter.join();
   engine.shutdown();
   return 0;

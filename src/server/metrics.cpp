@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -10,6 +11,10 @@ namespace {
 // The shortest text that reads back as v (0.025, not 0.025000000000000001).
 std::string num(double v) {
   char b[48];
+  if (v == std::floor(v) && std::fabs(v) < 9.0e15) {  // counters and byte gauges: plain integers
+    std::snprintf(b, sizeof b, "%.0f", v);
+    return b;
+  }
   for (int p = 6; p <= 17; ++p) {
     std::snprintf(b, sizeof b, "%.*g", p, v);
     if (std::strtod(b, nullptr) == v) break;
