@@ -13,8 +13,8 @@
 # more with decode steps between its slices; the defaults are ~115 prompts,
 # ~7 minutes with both servers' start-up. Runs whose estimate (N x
 # SERVE_PREFILL_S + 20 s) would pass SERVE_BUDGET seconds (default 450) of
-# this stage are skipped, and say so. N=128 and full N=16 (~7 more minutes):
-#   SERVE_FULL_NS=16 SERVE_CKV_NS=128 SERVE_ARRIVE= ...
+# this stage are skipped, and say so. An empty list leaves its runs out; N=128
+# alone (~6 more minutes): SERVE_FULL_NS= SERVE_CKV_NS=128 SERVE_ARRIVE= SERVE_BUDGET=500.
 #   bash scripts/serve_bench.sh BIN_DIR OUT_DIR
 # CPU plumbing check (stories260K, token ids below its vocabulary):
 #   SERVE_DEVICE=cpu SERVE_MODEL="-m models/stories260k/stories260K.bin" SERVE_VOCAB=512 SERVE_P=96 \
@@ -32,8 +32,8 @@ read -r -a MODEL <<<"${SERVE_MODEL:---random-weights $CONFIG}"
 P=${SERVE_P:-32768}
 GEN=${SERVE_GEN:-128}
 ALLOW=${SERVE_ALLOW:-4096}
-FULL_NS=${SERVE_FULL_NS:-1,8}
-CKV_NS=${SERVE_CKV_NS:-1,8,32,64}
+FULL_NS=${SERVE_FULL_NS-1,8}
+CKV_NS=${SERVE_CKV_NS-1,8,32,64}
 ARRIVE=${SERVE_ARRIVE-16x3}
 BUDGET=${SERVE_BUDGET:-450}
 PREFILL_S=${SERVE_PREFILL_S:-2.6}
@@ -110,7 +110,7 @@ if [ -n "$FULL_NS" ] && start full --max-seqs 16; then
   stop
 fi
 read -r -a KV <<<"$SERVE_KV"
-if start ckv --max-seqs 128 "${KV[@]}"; then
+if { [ -n "$CKV_NS" ] || [ -n "$ARRIVE" ]; } && start ckv --max-seqs 128 "${KV[@]}"; then
   for n in ${CKV_NS//,/ }; do
     load "${KV[1]} N=$n" "$n" 0
     if [ "$n" = 8 ] && [ -n "$ARRIVE" ]; then  # the arrival run right after N=8: it matters more than N=64
