@@ -75,7 +75,11 @@ describe(`${CLIENTS} concurrent clients with random disconnects`, () => {
     }));
     let peak = 0;
     const results = await sampleMetrics(server, Promise.all(plan.map((p) => client(server.url, p.prompt, p.abortAfter))),
-      (m) => { peak = Math.max(peak, m.get('ckv_kv_bytes')); }, 50);
+      (m) => {
+        peak = Math.max(peak, m.get('ckv_kv_bytes'));
+        assert.ok(m.get('ckv_kv_full_bytes') >= m.get('ckv_kv_bytes'), 'KV held above what FullKV would hold');
+        assert.ok(m.get('ckv_kv_bytes') <= m.get('ckv_kv_pool_bytes'));
+      }, 50);
     assert.ok(peak > 0, 'ckv_kv_bytes never rose during the run');
 
     const m = await waitFor(async () => {

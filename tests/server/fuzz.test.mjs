@@ -6,6 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import OpenAI from 'openai';
 import { startServer, runReference, http, metrics, rng, assertErrorBody, STORIES } from './lib.mjs';
 
 const KEY = 'sk-test-7f3a';
@@ -206,6 +207,15 @@ describe(`fuzz of malformed requests (seed ${SEED}, ${COUNT} cases)`, () => {
     assert.ok(m.get('ckv_requests_total{status="400"}') > 0, '400s are counted');
     assert.ok(m.get('ckv_requests_total{status="401"}') > 0, '401s are counted');
     assert.ok(m.get('ckv_requests_total{status="200"}') >= 1, '200s are counted');
+    for (const st of [404, 405, 413]) assert.ok(m.get(`ckv_requests_total{status="${st}"}`) > 0, `${st}s are counted`);
     assert.equal(m.get('ckv_kv_bytes'), 0, 'no KV held after the fuzz');
+  });
+
+  test('the OpenAI client with the key answers; with another key it gets AuthenticationError', async () => {
+    const good = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: KEY, timeout: 30000, maxRetries: 0 });
+    const r = await good.completions.create({ model: 'm', prompt: 'Once upon a time', max_tokens: 16, temperature: 0, n: 1 });
+    assert.equal(r.choices[0].text, ref.text);
+    const bad = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'sk-wrong', timeout: 30000, maxRetries: 0 });
+    await assert.rejects(bad.models.list(), (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
   });
 });
