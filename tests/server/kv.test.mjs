@@ -106,6 +106,26 @@ describe('compresskv (SRH x error-aware, shipped profile) on SmolLM2', () => {
     }
   });
 
+  test('a long prompt read (sliced) while another request decodes: both equal run', async () => {
+    const long = `${Array.from({ length: 12 }, (_, i) => `Part ${i + 1}. ${story}`).join(' ')} Question: who helped Lily? Answer:`;
+    const kv = { method: 'snapkv', budget: 64 };
+    const [refA, refB] = [await runReference({ model: SMOL, prompt: story, n: 48, extra: ['--ignore-eos'] }),
+      await runReference({ model: SMOL, prompt: long, n: N, kv: runFlags(kv) })];
+    assert.ok(refB.promptTokens > 1000, `long prompt of ${refB.promptTokens} tokens`);
+    const a = await ai.completions.create({ model: 'm', prompt: story, max_tokens: 48, temperature: 0, ignore_eos: true,
+      stream: true });
+    let textA = '';
+    let b = null;
+    for await (const c of a) {
+      textA += c.choices?.[0]?.text ?? '';
+      if (!b) b = ai.completions.create({ model: 'm', prompt: long, max_tokens: N, temperature: 0, kv });  // once A decodes
+    }
+    const rb = await b;
+    assert.equal(textA, refA.text);
+    assert.equal(rb.choices[0].text, refB.text);
+    assert.equal(rb.usage.prompt_tokens, refB.promptTokens);
+  });
+
   test('chat with a kv method equals run --chat with its flags', async () => {
     const kv = { method: 'snapkv', budget: 32, window: 8 };
     const q = `${story} Who helped Lily?`;
