@@ -6,6 +6,8 @@
 # weights, the transformers peer, and print a short table LAST.
 #
 #   STAGES=tests,sanitizer,kernels,engine,peer SCENARIOS=d0,full32k,... bash scripts/gpu.sh
+#   STAGES=serve bash scripts/gpu.sh   (issue 11: compresskv serve + bench/loadgen, full vs
+#                                       compresskv@1024, ~7 minutes; scripts/serve_bench.sh says what)
 #   BUILD=1 forces a build here even when prebuilt/ is present.
 # Logs and JSON go to $OUT (the device tool's folder) or ./gpu-out: at most 8
 # files (the tool's limit).
@@ -54,7 +56,7 @@ if [ -z "${BUILD:-}" ] && [ -x prebuilt/bin/test_cuda_backend ]; then
 else
   stamp build
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCKV_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  ninja -C build-gpu -j16 test_cuda_backend bench_cuda compresskv >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  ninja -C build-gpu -j16 test_cuda_backend bench_cuda compresskv loadgen >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   BIN=$ROOT/build-gpu
 fi
 
@@ -74,10 +76,12 @@ if has sanitizer; then
   tail -8 "$OUT/memcheck.log"
 fi
 
-stamp ceilings
-python3 bench/rooflines.py | tee "$OUT/roof.json"
-COPY=$(python3 -c "import json;print(json.load(open('$OUT/roof.json'))['copy_gbs'])")
-GEMM=$(python3 -c "import json;print(json.load(open('$OUT/roof.json'))['gemm_tflops'])")
+if has kernels || has engine; then  # the ceilings their tables are measured against
+  stamp ceilings
+  python3 bench/rooflines.py | tee "$OUT/roof.json"
+  COPY=$(python3 -c "import json;print(json.load(open('$OUT/roof.json'))['copy_gbs'])")
+  GEMM=$(python3 -c "import json;print(json.load(open('$OUT/roof.json'))['gemm_tflops'])")
+fi
 PROF=(--heads "$SHARED/data/compresskv-published/Llama-3.1-8B-Instruct_head_idx.json"
       --scores "$SHARED/data/compresskv-published/Llama-3.1-8B-Instruct_layer_score.json")
 if has kernels; then
@@ -104,5 +108,11 @@ if has peer; then
   stamp "transformers peer"
   PYTHONUNBUFFERED=1 timeout "${T_PEER:-200}" python3 bench/hf_peer.py "$CONFIG" ${PEER_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/peer.jsonl"
 fi
+if has serve; then
+  stamp "serve: compresskv serve + loadgen"
+  timeout "${T_SERVE:-540}" bash scripts/serve_bench.sh "$BIN" "$OUT"
+  echo "serve stage exit: $?"
+fi
 stamp done
 python3 bench/gpu_table.py "$OUT"
+if [ -f "$OUT/serve.md" ]; then echo; echo "serve (bench/loadgen):"; cat "$OUT/serve.md"; fi

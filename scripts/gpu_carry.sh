@@ -4,7 +4,7 @@
 # in the main checkout's ignored .carry/ folder (the device tool sends the
 # main checkout only):
 #   .carry/cuda            this worktree (no build dirs, no .git)
-#   .carry/cuda/prebuilt   the two programs, the shared libraries they need
+#   .carry/cuda/prebuilt   the programs (GPU tests, bench_cuda, compresskv, loadgen), the shared libraries they need
 #                          beyond glibc/libstdc++/CUDA, and where they were built
 #   .carry/shared          the parts of ../shared the GPU tests and benchmarks read
 # Then: run with carry [".carry/cuda", ".carry/shared"] and
@@ -15,12 +15,12 @@ SRC=$PWD
 MAIN=${MAIN:-/work/main}
 B=${BUILD_DIR:-build-cuda}
 [ -d "$B" ] || cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv
+ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv loadgen
 DST=$MAIN/.carry/cuda
 rm -rf "$DST" && mkdir -p "$DST"
 tar -C "$SRC" --exclude='./build*' --exclude=./.git --exclude=./gpu-out --exclude=./.carry --exclude=./.whl -cf - . | tar -C "$DST" -xf -
 . scripts/carry_binaries.sh
-carry_binaries "$B" "$DST/prebuilt" test_cuda_backend bench_cuda compresskv
+carry_binaries "$B" "$DST/prebuilt" test_cuda_backend bench_cuda compresskv loadgen
 echo "$SRC" >"$DST/prebuilt/source_dir"
 git rev-parse --short HEAD >"$DST/prebuilt/commit"
 # The 64 MiB the tool carries: the libraries travel xz-compressed.

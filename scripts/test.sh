@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Builds and runs every test; then the bad-input, loader, tokenizer, sampler
-# SIMD kernel and server tests and the fuzz regression replays again under
+# Builds and runs every test (the end-to-end server tests of tests/server, with
+# Node.js and Debian's chromium, among them as ctest's server_tests); then the
+# bad-input, loader, tokenizer, sampler, SIMD kernel and server tests and the
+# fuzz regression replays again under
 # AddressSanitizer + UndefinedBehaviorSanitizer; then every fuzz target for
 # CKV_FUZZ_SECONDS (default 30) each (scripts/fuzz.sh: clang, libFuzzer), a
 # crash failing the run. CKV_FUZZ_SECONDS=0 leaves the fuzzing out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install_deps.sh server-tests
 bash scripts/build.sh
 (cd build && ctest --output-on-failure -j"${JOBS:-2}")
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCKV_SANITIZE=ON -DCKV_CUDA=OFF >/dev/null

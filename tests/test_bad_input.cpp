@@ -581,6 +581,31 @@ TEST(BadInputOptions, ProfileImportForOtherModel) {
   EXPECT_FALSE(fs::exists(t / "p.json"));
 }
 
+// profile import --random-weights: the profile of a random-weights model
+// (gpu.sh's serve stage) from a config.json alone, with that model's shape and
+// fingerprint; -m with it is refused.
+TEST(BadInputOptions, ProfileImportRandomWeights) {
+  CKV_REQUIRE_SHARED();
+  TmpDir t("bad_input");
+  const std::string heads = published("Llama-3.1-8B-Instruct_head_idx.json");
+  const std::string scores = published("Llama-3.1-8B-Instruct_layer_score.json");
+  const std::string config = ckv::test::source_dir() + "/configs/Llama-3.1-8B.json";
+  // (expect_ok would trip on "error-aware budgets" in its report line.)
+  RunResult r = ckv::test::run_cli({"profile", "import", "--random-weights", config, "--heads", heads, "--layer-scores",
+                                    scores, "-o", t / "p.json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("32 layers"), std::string::npos) << r.err;
+  nlohmann::json p = ckv::test::read_json(t / "p.json");
+  EXPECT_EQ(p["model"]["n_layers"], 32);
+  EXPECT_EQ(p["model"]["n_heads"], 32);
+  EXPECT_EQ(p["model"]["n_kv_heads"], 8);
+  EXPECT_EQ(p["model"]["head_dim"], 128);
+  EXPECT_FALSE(p["model"]["fingerprint"].get<std::string>().empty());
+  EXPECT_EQ(p["layer_scores"].size(), 32u);
+  expect_error({"profile", "import", "--random-weights", config, "-m", stories(), "--heads", heads, "-o", t / "q.json"},
+               {"-m", "--random-weights"});
+}
+
 // A valid profile for a 32-layer Llama-3.1-8B-shaped model used with stories260K.
 TEST(BadInputOptions, ProfileForOtherShape) {
   TmpDir t("bad_input");

@@ -18,6 +18,9 @@ CLI::App* add_profile(CLI::App& app, std::function<int()>& action) {
   c->require_subcommand(1);
   CLI::App* imp = c->add_subcommand("import", "build a profile from the authors' published files");
   add_model_args(imp, a->model);
+  // The model is read for its shape and fingerprint only: a config.json does (no weights are made).
+  imp->add_option("--random-weights", a->model.random_weights,
+                  "instead of -m: the profile of a --random-weights model of this config.json's shape");
   imp->add_option("--heads", a->heads, "per-layer ranked head indices ({\"0\": [h, ...], ...})")->required();
   imp->add_option("--layer-scores", a->scores, "per-layer scores with avg_score");
   imp->add_option("-o,--output", a->out, "profile file to write")->required();
