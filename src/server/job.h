@@ -60,7 +60,9 @@ struct Job {
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<StreamDecoder> decoder;
   std::unique_ptr<StopFilter> stops;
-  std::vector<float> logits;  // [vocab]
+  std::vector<float> logits;  // [vocab]; after a decode step with top > 0, its top candidates
+  std::vector<int32_t> top_ids;  // [top]: their ids (DecodeStep::top)
+  int top = 0;
   int last = -1;              // the token to decode next
   Clock::time_point last_token_at;
   bool admitted = false;
