@@ -65,6 +65,7 @@ double pct(std::vector<double> v, double p) {
 httplib::Client make_client(const Args& a, double timeout) {
   httplib::Client c(a.url);
   const auto sec = static_cast<time_t>(timeout);
+  c.set_tcp_nodelay(true);
   c.set_connection_timeout(10, 0);
   c.set_read_timeout(sec, 0);
   c.set_write_timeout(sec, 0);

@@ -55,6 +55,9 @@ void HttpServer::routes() {
   httplib::Server& s = *svr_;
   const int threads = opt_.threads;
   s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // Each streamed token is a small write: without TCP_NODELAY, Nagle's
+  // algorithm holds it for the client's delayed ACK (~40 ms a token).
+  s.set_tcp_nodelay(true);
   s.set_payload_max_length(opt_.max_body);
   s.set_keep_alive_timeout(5);
   s.set_read_timeout(30);
