@@ -56,7 +56,10 @@ void HttpServer::routes() {
   const int threads = opt_.threads;
   s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s.set_payload_max_length(opt_.max_body);
-  s.set_keep_alive_timeout(5);
+  // An idle kept-alive connection holds its thread until this timeout, and
+  // stop() waits for it: 2 s bounds a clean shutdown.
+  s.set_keep_alive_timeout(2);
+  s.set_keep_alive_max_count(1000);
   s.set_read_timeout(30);
   s.set_write_timeout(30);
 
