@@ -244,30 +244,48 @@ std::string session_text(const Model& m, const Tokenizer& tok, const std::vector
   return out + dec.flush();
 }
 
-TEST(ServerEngine, ConcurrentGreedyJobsEqualOneSessionEach) {
-  auto m = stories();
-  auto tok = make_tokenizer(m->vocab);
-  ContextOptions co;
-  co.max_seqs = 3;
-  co.n_ctx = 512;
-  co.kv_pages = 4000;
-  Context ctx(*m, make_cpu_backend(), co);
+// A model, a context over it (n_ctx 512) and an engine, with the ServeModel
+// that prepares jobs for them.
+struct Rig {
+  std::unique_ptr<Model> m;
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<Context> ctx;
   Metrics metrics;
-  Engine engine(ctx, tok.get(), metrics, Admission(ctx.pool().capacity(), 3), EngineOptions{1, 8});
-  engine.start();
+  std::unique_ptr<Engine> engine;
   ServeModel sm;
-  sm.ctx = &ctx;
-  sm.tok = tok.get();
-  sm.alias = "stories";
-  sm.kv_settings = [](const KvRequest& k) {
+  Rig(std::unique_ptr<Model> model, int max_seqs, int64_t kv_pages, EngineOptions eo,
+      std::function<KvSettings(const KvRequest&)> kv = [](const KvRequest&) { return KvSettings{}; })
+      : m(std::move(model)), tok(make_tokenizer(m->vocab)) {
+    ContextOptions co;
+    co.max_seqs = max_seqs;
+    co.n_ctx = 512;
+    co.kv_pages = kv_pages;
+    ctx = std::make_unique<Context>(*m, make_cpu_backend(), co);
+    engine = std::make_unique<Engine>(*ctx, tok.get(), metrics, Admission(ctx->pool().capacity(), max_seqs), eo);
+    sm.ctx = ctx.get();
+    sm.tok = tok.get();
+    sm.alias = "stories";
+    sm.kv_settings = std::move(kv);
+    sm.ever_fits = [this](int64_t p) { return engine->ever_fits(p); };
+  }
+};
+
+TEST(ServerEngine, ConcurrentGreedyJobsEqualOneSessionEach) {
+  Rig rig(stories(), 3, 4000, EngineOptions{1, 8}, [](const KvRequest& k) {
     KvSettings ks;
     ks.seq.method = k.method.value_or("full");
     ks.seq.press.budget = k.budget.value_or(0);
     ks.seq.press.window = 4;
     ks.method = ks.seq.method;
     return ks;
-  };
-  sm.ever_fits = [&](int64_t p) { return engine.ever_fits(p); };
+  });
+  Engine& engine = *rig.engine;
+  engine.start();
+  const Model* m = rig.m.get();
+  const Tokenizer* tok = rig.tok.get();
+  Context& ctx = *rig.ctx;
+  Metrics& metrics = rig.metrics;
+  const ServeModel& sm = rig.sm;
 
   struct Case {
     std::string method;
@@ -319,20 +337,9 @@ TEST(ServerEngine, ConcurrentGreedyJobsEqualOneSessionEach) {
 }
 
 TEST(ServerEngine, RefusesWhatNeverFitsAndQueuesPastNothing) {
-  auto m = stories();
-  auto tok = make_tokenizer(m->vocab);
-  ContextOptions co;
-  co.max_seqs = 1;
-  co.n_ctx = 512;
-  co.kv_pages = 200;
-  Context ctx(*m, make_cpu_backend(), co);
-  Metrics metrics;
-  Engine engine(ctx, tok.get(), metrics, Admission(ctx.pool().capacity(), 1), EngineOptions{1, 1});
-  ServeModel sm;
-  sm.ctx = &ctx;
-  sm.tok = tok.get();
-  sm.kv_settings = [](const KvRequest&) { return KvSettings{}; };
-  sm.ever_fits = [&](int64_t p) { return engine.ever_fits(p); };
+  Rig rig(stories(), 1, 200, EngineOptions{1, 1});
+  Engine& engine = *rig.engine;
+  const ServeModel& sm = rig.sm;
   GenRequest r;
   r.endpoint = Endpoint::Completion;
   r.prompt = "Once upon a time";
@@ -380,20 +387,10 @@ TEST(ServerEngine, NonFiniteLogitsEndTheRequestNotTheEngine) {
   std::memcpy(&b[28], &nan, sizeof nan);  // token_embedding_table[0][0]: the logit of token 0 (tied)
   test::write_file(t / "stories260K.bin", b);
   std::filesystem::copy_file(test::source_dir() + "/models/stories260k/tok512.bin", t / "tok512.bin");
-  auto m = load_model(t / "stories260K.bin");
-  auto tok = make_tokenizer(m->vocab);
-  ContextOptions co;
-  co.max_seqs = 2;
-  co.n_ctx = 512;
-  Context ctx(*m, make_cpu_backend(), co);
-  Metrics metrics;
-  Engine engine(ctx, tok.get(), metrics, Admission(ctx.pool().capacity(), 2), EngineOptions{2, 4});
+  Rig rig(load_model(t / "stories260K.bin"), 2, 0, EngineOptions{2, 4});
+  Engine& engine = *rig.engine;
   engine.start();
-  ServeModel sm;
-  sm.ctx = &ctx;
-  sm.tok = tok.get();
-  sm.kv_settings = [](const KvRequest&) { return KvSettings{}; };
-  sm.ever_fits = [&](int64_t p) { return engine.ever_fits(p); };
+  const ServeModel& sm = rig.sm;
   for (int i = 0; i < 2; ++i) {
     GenRequest r;
     r.endpoint = Endpoint::Completion;
@@ -408,7 +405,7 @@ TEST(ServerEngine, NonFiniteLogitsEndTheRequestNotTheEngine) {
     EXPECT_NE(std::string(e.error->what()).find("non-finite"), std::string::npos) << e.error->what();
   }
   engine.shutdown();
-  EXPECT_EQ(ctx.pool().in_use(), 0);
+  EXPECT_EQ(rig.ctx->pool().in_use(), 0);
 }
 
 }  // namespace

@@ -59,7 +59,10 @@ void HttpServer::routes() {
   // algorithm holds it for the client's delayed ACK (~40 ms a token).
   s.set_tcp_nodelay(true);
   s.set_payload_max_length(opt_.max_body);
-  s.set_keep_alive_timeout(5);
+  // An idle kept-alive connection holds its thread until this timeout, and
+  // stop() waits for it: 2 s bounds a clean shutdown.
+  s.set_keep_alive_timeout(2);
+  s.set_keep_alive_max_count(1000);
   s.set_read_timeout(30);
   s.set_write_timeout(30);
 

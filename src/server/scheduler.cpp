@@ -1,5 +1,7 @@
 #include "server/scheduler.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,7 +30,15 @@ Engine::Engine(Context& ctx, const Tokenizer* tok, Metrics& metrics, Admission a
 
 Engine::~Engine() { shutdown(); }
 
-void Engine::start() { thread_ = std::thread([this] { loop(); }); }
+void Engine::start() {
+  // OpenMP's thread count is per thread: the engine thread takes the one the
+  // context was prepared with (-t; the CPU kernels' scratch is sized by it).
+  const int threads = omp_get_max_threads();
+  thread_ = std::thread([this, threads] {
+    omp_set_num_threads(threads);
+    loop();
+  });
+}
 
 void Engine::submit(const std::shared_ptr<Job>& j) {
   {

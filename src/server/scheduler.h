@@ -36,6 +36,7 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  // Starts the engine thread; call it from the thread that made the context.
   void start();
   // Admits the job now or queues it; ApiError 429 when the queue is full, 503
   // when shutting down. The job's events then come on its channel.
