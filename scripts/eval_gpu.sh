@@ -6,7 +6,10 @@
 # every output (eval-smollm2.tar.gz) in $OUT. summary.md is printed last.
 #   C=.carry/eval PARTS=/tmp/ckv-eval-model SIZE=full STAGES=... DEADLINE=500 bash scripts/eval_gpu.sh
 # DEADLINE (default 500 s) keeps the call inside the tool's 10 minutes.
-# DEVICE=cpu runs the same on a CPU (how it was tested).
+# DEVICE=cpu runs the same on a CPU (how it was tested). Back here:
+#   mkdir -p bench/eval-smollm2 && tar -C bench/eval-smollm2 --strip-components=1 -xzf eval-smollm2.tar.gz
+#   for f in bench/eval-smollm2/*/results.json; do ./build/compresskv eval plot -i "$f"; done
+# (the figures, where the GPU machine had no gnuplot).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
