@@ -11,7 +11,7 @@
 #   for f in bench/eval-smollm2/*/results.json; do ./build/compresskv eval plot -i "$f"; done
 # (the figures, where the GPU machine had no gnuplot).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 C=${C:-$ROOT/.carry/eval}
 PARTS=${PARTS:-/tmp/ckv-eval-model}
