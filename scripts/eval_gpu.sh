@@ -19,6 +19,9 @@ OUT=${OUT:-$ROOT/gpu-out}
 W=${WORK:-/tmp/ckv-eval}
 mkdir -p "$OUT" "$W"
 rm -rf "$W/out"
+# Part a: where the first call copied it, or still in the checkout (an ignored
+# path the device tool keeps between calls while the machine stays warm).
+[ -e "$PARTS/smollm2.part-a" ] || PARTS=$ROOT/.carry/eval-model
 if [ ! -e "$PARTS/smollm2.part-a" ]; then
   echo "no $PARTS/smollm2.part-a: the first call (carry .carry/eval-model, copy part a to $PARTS) did not run on" \
        "this machine, or the machine was given back in between: make both calls again, the second right after" >&2
