@@ -18,7 +18,6 @@ PARTS=${PARTS:-/tmp/ckv-eval-model}
 OUT=${OUT:-$ROOT/gpu-out}
 W=${WORK:-/tmp/ckv-eval}
 mkdir -p "$OUT" "$W"
-rm -rf "$W/out"
 # Part a: where the first call copied it, or still in the checkout (an ignored
 # path the device tool keeps between calls while the machine stays warm).
 [ -e "$PARTS/smollm2.part-a" ] || PARTS=$ROOT/.carry/eval-model
@@ -39,6 +38,7 @@ if [ "$(sha256sum <"$W/smollm2.gguf" | cut -d' ' -f1)" != "$(cat "$C/smollm2.sha
   echo "the joined GGUF's sha256 differs from $C/smollm2.sha256 (a part is stale or cut short)" >&2
   exit 3
 fi
+rm -rf "$W/out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 echo "compresskv $(cat "$W/commit"), $(nproc) cores"
 COMMIT=$(cat "$W/commit") DEADLINE=${DEADLINE:-500} DEVICE=${DEVICE:-cuda} BIN=$W/bin/compresskv M=$W/smollm2.gguf H=$C/pg_essays OUT=$W/out \
