@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by gpu_carry.sh and eval_carry.sh: carry_binaries BUILD DST PROGRAM...
 # puts the programs, stripped, in DST/bin and the shared libraries they need
 # beyond glibc/libstdc++/CUDA in DST/lib (the GPU machine's image has those).

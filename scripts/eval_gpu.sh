@@ -6,16 +6,21 @@
 # every output (eval-smollm2.tar.gz) in $OUT. summary.md is printed last.
 #   C=.carry/eval PARTS=/tmp/ckv-eval-model SIZE=full STAGES=... DEADLINE=500 bash scripts/eval_gpu.sh
 # DEADLINE (default 500 s) keeps the call inside the tool's 10 minutes.
-# DEVICE=cpu runs the same on a CPU (how it was tested).
+# DEVICE=cpu runs the same on a CPU (how it was tested). Back here:
+#   mkdir -p bench/eval-smollm2 && tar -C bench/eval-smollm2 --strip-components=1 -xzf eval-smollm2.tar.gz
+#   for f in bench/eval-smollm2/*/results.json; do ./build/compresskv eval plot -i "$f"; done
+# (the figures, where the GPU machine had no gnuplot).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 C=${C:-$ROOT/.carry/eval}
 PARTS=${PARTS:-/tmp/ckv-eval-model}
 OUT=${OUT:-$ROOT/gpu-out}
 W=${WORK:-/tmp/ckv-eval}
 mkdir -p "$OUT" "$W"
-rm -rf "$W/out"
+# Part a: where the first call copied it, or still in the checkout (an ignored
+# path the device tool keeps between calls while the machine stays warm).
+[ -e "$PARTS/smollm2.part-a" ] || PARTS=$ROOT/.carry/eval-model
 if [ ! -e "$PARTS/smollm2.part-a" ]; then
   echo "no $PARTS/smollm2.part-a: the first call (carry .carry/eval-model, copy part a to $PARTS) did not run on" \
        "this machine, or the machine was given back in between: make both calls again, the second right after" >&2
@@ -33,6 +38,7 @@ if [ "$(sha256sum <"$W/smollm2.gguf" | cut -d' ' -f1)" != "$(cat "$C/smollm2.sha
   echo "the joined GGUF's sha256 differs from $C/smollm2.sha256 (a part is stale or cut short)" >&2
   exit 3
 fi
+rm -rf "$W/out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 echo "compresskv $(cat "$W/commit"), $(nproc) cores"
 COMMIT=$(cat "$W/commit") DEADLINE=${DEADLINE:-500} DEVICE=${DEVICE:-cuda} BIN=$W/bin/compresskv M=$W/smollm2.gguf H=$C/pg_essays OUT=$W/out \

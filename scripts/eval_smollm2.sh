@@ -65,6 +65,9 @@ fi
 COMMON=(-m "$M" --device "$DEVICE" --kv-profile "$PROFILE")
 # On the GPU the grid's KV pool is allocated: 32 GiB decodes every cell of an 8k prompt in one batch.
 [[ $DEVICE == cuda ]] && COMMON+=(--pool-gib "${POOL_GIB:-32}")
+# EXTRA: more flags for every command, e.g. EXTRA="--kv-type f16" (f32 rows are the default, as on the CPU).
+read -r -a extra <<<"${EXTRA:-}"
+COMMON+=("${extra[@]}")
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 
 {

@@ -392,6 +392,44 @@ TEST(Grid, CellsAndErrors) {
   EXPECT_EQ(grid_cells({"full"}, {}).size(), 1u);
 }
 
+// eval plot reads results.json back: the file it makes again is the same.
+TEST(Results, FromJsonRoundTrip) {
+  Results r;
+  r.task = "ruler";
+  r.model = "m.gguf";
+  for (int i = 0; i < 4; ++i) {
+    Row x;
+    x.method = i < 2 ? "full" : "snapkv";
+    if (i >= 2) x.budget = 64;
+    x.length = 500;
+    if (i % 2) x.depth = 0.25;
+    x.case_id = std::string(i % 2 ? "vt" : "cwe") + ":0";
+    x.group = i % 2 ? "vt" : "cwe";
+    x.score = 10.0 * i;
+    x.response = "a\nb";
+    r.rows.push_back(x);
+  }
+  const nlohmann::json j = r.to_json();
+  const Results back = Results::from_json(j, "r.json");
+  EXPECT_EQ(back.to_json(), j);
+  EXPECT_EQ(back.rows[1].group, "vt") << "a RULER row's group is its task";
+  EXPECT_EQ(back.markdown(), r.markdown());
+  Results k;
+  k.task = "kld";
+  k.model = "m";
+  Row kr;
+  kr.method = "snapkv";
+  kr.budget = 32;
+  kr.case_id = "f.txt";
+  kr.metrics = {{"kl_mean", 0.5}, {"kl_median", 0.25}, {"kl_p99", 2.0}, {"kl_max", 3.0}, {"top1_agreement", 0.75}};
+  k.rows = {kr};
+  EXPECT_EQ(Results::from_json(k.to_json(), "k.json").to_json(), k.to_json());
+  nlohmann::json bad = j;
+  bad["rows"][2].erase("case");
+  EXPECT_ERROR(Results::from_json(bad, "r.json"), "r.json", "rows[2]", "case");
+  EXPECT_ERROR(Results::from_json(nlohmann::json::object(), "e.json"), "e.json", "not a results.json");
+}
+
 TEST(Results, JsonSchemaSummaryAndTable) {
   Results r;
   r.task = "niah";

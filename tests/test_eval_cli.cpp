@@ -253,6 +253,28 @@ TEST(EvalCli, NiahResultsSchemaPlotsAndDeterminism) {
   EXPECT_EQ(test::read_text(d / "a/results.json"), test::read_text(d / "b/results.json"));
 }
 
+// eval plot draws the figures of a results.json again (for runs on a machine
+// without gnuplot): the same files, byte for byte.
+TEST(EvalCli, PlotRedrawsTheFigures) {
+  if (!eval::have_gnuplot()) GTEST_SKIP() << "no gnuplot (pngcairo)";
+  TmpDir d("eval_plot");
+  write_file(d / "hay.txt", story_text());
+  write_file(d / "needles.jsonl", "{\"needle\": \"Tom had a little red boat.\", \"question\": \"What did Tom "
+                                  "have?\", \"answer\": \"a little red boat\"}\n");
+  auto r = run_cli({"eval", "niah", "-m", stories_path(), "--haystack", d / "hay.txt", "--needles", d / "needles.jsonl",
+                    "--lengths", "80,120", "--depths", "0.3,0.7", "--methods", "snapkv", "--budgets", "32",
+                    "--max-new", "4", "-o", d / "a"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run_cli({"eval", "plot", "-i", d / "a/results.json", "-o", d / "b"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* f : {"niah_summary.png", "niah_full.png", "niah_snapkv_32.png"})
+    EXPECT_EQ(test::read_text(d / (std::string("b/") + f)), test::read_text(d / (std::string("a/") + f))) << f;
+  write_file(d / "bad.json", "{\"task\": \"niah\"}");
+  r = run_cli({"eval", "plot", "-i", d / "bad.json"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("bad.json"), std::string::npos) << r.err;
+}
+
 TEST(EvalCli, RulerAndKld) {
   TmpDir d("eval_rk");
   write_file(d / "hay.txt", story_text());

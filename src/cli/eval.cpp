@@ -3,6 +3,8 @@
 // in the output directory, the table on stdout.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 
 #include "cli/common.h"
 #include "cli/subcommands.h"
@@ -95,8 +97,16 @@ void say_cells(const Setup& s, size_t prompts) {
 
 int max_of(const std::vector<int>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
 
-void finish(const Common& a, const eval::Results& r, const std::string& extra_md, const std::string& ylabel,
+// The y axis of a task's score-against-budget plot.
+std::string ylabel_of(const std::string& task) {
+  if (task == "niah") return "NIAH score (ROUGE-1 recall x 100)";
+  if (task == "ruler") return "RULER score (string_match_all)";
+  return "mean KL divergence from FullKV (nats)";
+}
+
+void finish(const Common& a, const eval::Results& r, const std::string& extra_md,
             const std::function<std::vector<std::string>()>& more_plots) {
+  const std::string ylabel = ylabel_of(r.task);
   eval::make_output_dir(a.out);
   const std::string md = eval::write_results(a.out, r, extra_md);
   std::vector<std::string> files{a.out + "/results.json", a.out + "/table.md"};
@@ -136,8 +146,7 @@ int niah(const NiahArgs& a) {
   eval::Results r = eval::run_niah(*s.m, *s.tok, probes, needles, s.cells, s.base, a.max_new,
                                    [&](size_t i) { prog.advance(static_cast<double>(probes[i].tokens.size())); });
   prog.finish();
-  finish(a.c, r, "", "NIAH score (ROUGE-1 recall x 100)",
-         [&] { return eval::write_heatmaps(a.c.out, r, s.cells, a.grid); });
+  finish(a.c, r, "", [&] { return eval::write_heatmaps(a.c.out, r, s.cells, a.grid); });
   return 0;
 }
 
@@ -183,7 +192,7 @@ int ruler(const RulerArgs& a) {
     prog.advance(static_cast<double>(samples[i].tokens.size()), samples[i].task);
   });
   prog.finish();
-  finish(a.c, r, "\n# Per task\n" + eval::per_group_tables(r), "RULER score (string_match_all)", {});
+  finish(a.c, r, "\n# Per task\n" + eval::per_group_tables(r), {});
   return 0;
 }
 
@@ -208,8 +217,50 @@ int kld(const KldArgs& a) {
     prog.advance(1, eval::method_label(s.cells[i].method) + (s.cells[i].full() ? "" : " " + std::to_string(s.cells[i].budget)));
   });
   prog.finish();
-  finish(a.c, r, "", "mean KL divergence from FullKV (nats)", {});
+  finish(a.c, r, "", {});
   return 0;
+}
+
+// ---- plot: the figures again from a results.json (e.g. one made on a
+// machine without gnuplot)
+
+struct PlotArgs {
+  std::string in, out;
+};
+
+int plot(const PlotArgs& a) {
+  std::ifstream f(a.in);
+  if (!f) throw file_error(a.in, "cannot read");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    throw file_error(a.in, std::string("not JSON: ") + e.what());
+  }
+  const eval::Results r = eval::Results::from_json(j, a.in);
+  std::string dir = a.out.empty() ? std::filesystem::path(a.in).parent_path().string() : a.out;
+  if (dir.empty()) dir = ".";
+  eval::make_output_dir(dir);
+  std::vector<std::string> files = eval::write_summary_plot(dir, r, ylabel_of(r.task));
+  if (r.task == "niah") {
+    std::vector<eval::Cell> cells;
+    eval::NiahGrid g;
+    g.lengths.clear(), g.depths.clear();
+    for (const eval::Row& row : r.rows) {
+      const eval::Cell c{row.method, row.budget.value_or(0)};
+      if (std::none_of(cells.begin(), cells.end(), [&](const eval::Cell& x) { return x.method == c.method && x.budget == c.budget; }))
+        cells.push_back(c);
+      if (std::find(g.lengths.begin(), g.lengths.end(), row.length) == g.lengths.end())
+        g.lengths.push_back(static_cast<int>(row.length));
+      if (row.depth && std::find(g.depths.begin(), g.depths.end(), *row.depth) == g.depths.end())
+        g.depths.push_back(*row.depth);
+    }
+    std::sort(g.lengths.begin(), g.lengths.end());
+    std::sort(g.depths.begin(), g.depths.end());
+    for (auto& p : eval::write_heatmaps(dir, r, cells, g)) files.push_back(p);
+  }
+  std::fprintf(stderr, "wrote %zu figures in %s\n", files.size(), dir.c_str());
+  return files.empty() ? 1 : 0;
 }
 
 }  // namespace
@@ -248,6 +299,12 @@ CLI::App* add_eval(CLI::App& app, std::function<int()>& action) {
   k->add_option("--n-ctx", ka.opt.n_ctx, "prompt tokens (default 2048)");
   k->add_option("--n-eval", ka.opt.n_eval, "teacher-forced tokens compared (default 256)");
   k->callback([&action] { action = [] { return kld(ka); }; });
+
+  static PlotArgs pa;
+  CLI::App* p = e->add_subcommand("plot", "the PNG figures again from a results.json (needs gnuplot)");
+  p->add_option("-i,--input", pa.in, "results.json of eval niah, ruler or kld")->required();
+  p->add_option("-o,--output", pa.out, "output directory (default: the input's)");
+  p->callback([&action] { action = [] { return plot(pa); }; });
   return e;
 }
 

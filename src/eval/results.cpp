@@ -129,6 +129,39 @@ json Results::to_json() const {
   return {{"task", task}, {"model", model}, {"rows", jr}, {"summary", js}};
 }
 
+Results Results::from_json(const json& j, const std::string& source) {
+  static const char* const kMetrics[] = {"kl_mean", "kl_median", "kl_p99", "kl_max", "top1_agreement"};
+  Results r;
+  try {
+    r.task = j.at("task").get<std::string>();
+    r.model = j.at("model").get<std::string>();
+    size_t i = 0;
+    for (const json& o : j.at("rows")) {
+      const std::string at = "rows[" + std::to_string(i++) + "]";
+      try {
+        Row row;
+        row.method = o.at("method").get<std::string>();
+        if (!o.at("budget").is_null()) row.budget = o["budget"].get<int>();
+        row.length = o.at("length").get<int64_t>();
+        if (!o.at("depth").is_null()) row.depth = o["depth"].get<double>();
+        row.case_id = o.at("case").get<std::string>();
+        if (r.task == "ruler") row.group = row.case_id.substr(0, row.case_id.find(':'));
+        if (o.contains("score")) row.score = o["score"].get<double>();
+        for (const char* k : kMetrics)
+          if (o.contains(k)) row.metrics[k] = o[k];
+        if (o.contains("tokens")) row.tokens = o["tokens"].get<int64_t>();
+        if (o.contains("response")) row.response = o["response"].get<std::string>();
+        r.rows.push_back(std::move(row));
+      } catch (const json::exception& e) {
+        throw file_error(source, at + ": " + e.what());
+      }
+    }
+  } catch (const json::exception& e) {
+    throw file_error(source, std::string("not a results.json: ") + e.what());
+  }
+  return r;
+}
+
 std::string Results::markdown() const {
   const std::vector<Summary> s = summary();
   if (task == "kld") {

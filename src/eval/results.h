@@ -40,6 +40,10 @@ struct Results {
   // One entry per (method, budget) in order of first appearance.
   std::vector<Summary> summary() const;
   nlohmann::json to_json() const;
+  // A results.json read back (eval plot): rows as written; a RULER row's
+  // group is its task (the case before ':'). Throws ckv::Error naming
+  // `source` and the field for a malformed file.
+  static Results from_json(const nlohmann::json& j, const std::string& source);
   // Score table: one row per method (FullKV first: its score in every
   // column), one column per budget. kld: mean KL and top-1 agreement tables.
   std::string markdown() const;
