@@ -42,11 +42,21 @@ void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x
   b.rope(k, pos, c.n_kv_heads);
 }
 
+// Tensor parallelism: a rank's W_o and W_down hold only its heads' / FFN
+// columns' share of the sum, so the ranks add their partial products before
+// the residual add (Megatron's one all-reduce after each). One device: nothing.
+void reduce_partial_sums(Context& ctx, float* y, int64_t n) {
+  if (Communicator* comm = ctx.comm()) comm->all_reduce_sum(y, n);
+}
+
 // The rest of the layer for n rows: x += W_o att; x += FFN(x).
-void output_and_ffn(Backend& b, const LayerWeights& w, Workspace& ws, float* x, const float* att, int64_t n,
-                    int dim, int ff) {
+void output_and_ffn(Context& ctx, const LayerWeights& w, float* x, const float* att, int64_t n) {
+  Backend& b = ctx.backend();
+  Workspace& ws = ctx.ws();
+  const int dim = ctx.model().config.dim, ff = ctx.model().config.hidden_dim;
   const MatmulOut o[] = {{&w.wo, ws.xb}};
   b.matmul(o, att, n);
+  reduce_partial_sums(ctx, ws.xb, n * dim);
   b.add(x, ws.xb, n * dim);
   b.rmsnorm(x, w.ffn_norm, ws.xb, n);
   const MatmulOut gate_up[] = {{&w.w_gate, ws.gate}, {&w.w_up, ws.up}};
@@ -54,6 +64,7 @@ void output_and_ffn(Backend& b, const LayerWeights& w, Workspace& ws, float* x, 
   b.swiglu(ws.gate, ws.up, ws.gate, n * ff);
   const MatmulOut down[] = {{&w.w_down, ws.xb}};
   b.matmul(down, ws.gate, n);
+  reduce_partial_sums(ctx, ws.xb, n * dim);
   b.add(x, ws.xb, n * dim);
 }
 
@@ -69,30 +80,96 @@ void logits_of(Backend& b, const Model& m, Workspace& ws, const float* x, int64_
   }
 }
 
-// The press's step: positions this layer keeps, from the window's queries
-// and the layer's keys, gathered into the pages.
-void select_and_store(Context& ctx, KvCache& kv, Press& press, int layer, int T, const DenseKV& dense,
-                      const float* qw, int q_rows, std::vector<KeptPositions>& kept,
-                      const std::function<void(const LayerView&)>& on_layer) {
-  const ModelConfig& c = ctx.model().config;
-  LayerView lv{layer, c.n_layers, T, c.n_heads, c.n_kv_heads, c.head_dim, qw, q_rows, dense.k, &ctx.backend(),
-               ctx.ws().score};
-  if (on_layer) on_layer(lv);
-  KeptPositions keep = press.select(lv);
-  for (int g = 0; g < c.n_kv_heads; ++g) kv.grow_head(layer, g, static_cast<int>(keep[g].size()));
-  ctx.backend().kv_gather(kv, layer, dense, keep);
-  kept[layer] = std::move(keep);
-}
-
-}  // namespace
-
-void decode_step(Context& ctx, std::span<DecodeStep> batch) {
+// The layers and logits of a decode step whose caches have room for it.
+void forward_decode(Context& ctx, std::span<DecodeStep> batch, const SequenceOptions& so) {
   const Model& m = ctx.model();
   const ModelConfig& c = m.config;
   Backend& b = ctx.backend();
   Workspace& ws = ctx.ws();
   const int dim = c.dim, V = c.vocab_size;
   const int qd = c.n_heads * c.head_dim;
+  const std::vector<int32_t>& tokens = ws.tokens;
+  const std::vector<int32_t>& pos = ws.pos;
+  const std::vector<DecodeItem>& items = ws.items;
+  const std::vector<AppendItem>& appends = ws.appends;
+  const int64_t R = static_cast<int64_t>(tokens.size());
+
+  // Calibration observers see a batch of one sequence and one token.
+  const bool observe = batch.size() == 1 && R == 1;
+  std::vector<float>& host_q = ws.host_q;
+  std::vector<float>& host_att = ws.host_att;
+  AttnProbeOut probe;
+  if (observe && so.probe) probe = {so.probe->lo, so.probe->hi, ws.probe_mass.data(), ws.probe_arg.data()};
+
+  b.embed(tokens, ws.x);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = m.layers[l];
+    qkv(b, c, w, ws.x, ws.xb, pos, ws.q, ws.k, ws.v);
+    b.kv_append(appends, l, ws.k, ws.v);
+    b.attention_decode(ws.q, items, l, ws.att, observe && so.probe ? &probe : nullptr);
+    if (observe && so.probe) so.probe->on_layer(l, ws.probe_mass.data(), ws.probe_arg.data());
+    if (observe && so.on_decode_layer) {
+      b.download(host_q.data(), ws.q, sizeof(float) * qd);
+      b.download(host_att.data(), ws.att, sizeof(float) * qd);
+      so.on_decode_layer(l, host_q.data(), host_att.data());
+    }
+    output_and_ffn(ctx, w, ws.x, ws.att, R);
+  }
+
+  // Logits: the sequences' last rows packed together through one product
+  // (one read of the output matrix for the whole batch); a sequence that
+  // asks for every row gets its own.
+  int64_t packed = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const DecodeStep& st = batch[i];
+    const int n = static_cast<int>(st.tokens.size());
+    if (st.all_logits) logits_of(b, m, ws, ws.x + int64_t(items[i].row0) * dim, n, st.logits);
+    else if (st.logits) {
+      const int64_t src = items[i].row0 + n - 1;
+      if (src != packed) b.copy(ws.x + packed * dim, ws.x + src * dim, sizeof(float) * dim);
+      ++packed;
+    }
+  }
+  if (packed > 0) {
+    for (int64_t r0 = 0; r0 < packed; r0 += ws.logit_rows) {
+      const int64_t nr = std::min<int64_t>(ws.logit_rows, packed - r0);
+      b.rmsnorm(ws.x + r0 * dim, m.output_norm, ws.xn, nr);
+      const MatmulOut o[] = {{&m.output, ws.logits}};
+      b.matmul(o, ws.xn, nr);
+      int64_t row = 0;  // the batch's sequences in order, skipping those served above
+      for (const DecodeStep& st : batch) {
+        if (st.all_logits || !st.logits) continue;
+        if (row >= r0 && row < r0 + nr) b.download(st.logits, ws.logits + (row - r0) * V, sizeof(float) * V);
+        ++row;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void compress_layer(Context& ctx, KvCache& kv, Press& press, int layer, int T, const DenseKV& dense, const float* qw,
+                    int q_rows, std::vector<KeptPositions>& kept, const std::function<void(const LayerView&)>& on_layer) {
+  const int G = ctx.model().config.n_kv_heads;
+  const LayerView lv = ctx.layer_view(layer, T, qw, q_rows, dense.k);
+  if (on_layer) on_layer(lv);
+  KeptPositions keep = press.select(lv);
+  // Ranks' heads may keep different numbers of rows (Ada-KV): a rank whose
+  // pool cannot hold them fails the step for all.
+  std::exception_ptr err;
+  try {
+    for (int g = 0; g < G; ++g) kv.grow_head(layer, g, static_cast<int>(keep[g].size()));
+  } catch (const Error&) {
+    err = std::current_exception();
+  }
+  agree_on_step(ctx.comm(), err);
+  ctx.backend().kv_gather(kv, layer, dense, keep);
+  kept[layer] = std::move(keep);
+}
+
+void decode_step(Context& ctx, std::span<DecodeStep> batch) {
+  Workspace& ws = ctx.ws();
+  const int V = ctx.model().config.vocab_size;
 
   // The batch's rows: each sequence's new tokens at its positions (host
   // lists of the workspace, reserved for the largest batch).
@@ -123,65 +200,24 @@ void decode_step(Context& ctx, std::span<DecodeStep> batch) {
   if (R > ctx.decode_rows() || static_cast<int>(batch.size()) > ctx.options().max_seqs)
     throw Error("decode: " + std::to_string(batch.size()) + " sequences / " + std::to_string(R) +
                 " rows exceed the context's batch of " + std::to_string(ctx.options().max_seqs));
-  // Room for the new rows in every cache, all or nothing.
+  // Room for the new rows in every cache, all or nothing (on every rank).
   size_t grown = 0;
+  auto undo = [&] {
+    for (size_t i = 0; i < grown; ++i) batch[i].seq->kv_.shrink(static_cast<int>(batch[i].tokens.size()));
+  };
+  std::exception_ptr err;
   try {
     for (; grown < batch.size(); ++grown) batch[grown].seq->kv_.grow(static_cast<int>(batch[grown].tokens.size()));
+  } catch (const Error&) {
+    undo();
+    err = std::current_exception();
+  }
+  agree_on_step(ctx.comm(), err);
+  try {
+    forward_decode(ctx, batch, batch[0].seq->opt_);
   } catch (...) {
-    for (size_t i = 0; i < grown; ++i) batch[i].seq->kv_.shrink(static_cast<int>(batch[i].tokens.size()));
+    undo();
     throw;
-  }
-
-  // Calibration observers see a batch of one sequence and one token.
-  const bool observe = batch.size() == 1 && R == 1;
-  const SequenceOptions& so = batch[0].seq->opt_;
-  std::vector<float>& host_q = ws.host_q;
-  std::vector<float>& host_att = ws.host_att;
-  AttnProbeOut probe;
-  if (observe && so.probe) probe = {so.probe->lo, so.probe->hi, ws.probe_mass.data(), ws.probe_arg.data()};
-
-  b.embed(tokens, ws.x);
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& w = m.layers[l];
-    qkv(b, c, w, ws.x, ws.xb, pos, ws.q, ws.k, ws.v);
-    b.kv_append(appends, l, ws.k, ws.v);
-    b.attention_decode(ws.q, items, l, ws.att, observe && so.probe ? &probe : nullptr);
-    if (observe && so.probe) so.probe->on_layer(l, ws.probe_mass.data(), ws.probe_arg.data());
-    if (observe && so.on_decode_layer) {
-      b.download(host_q.data(), ws.q, sizeof(float) * qd);
-      b.download(host_att.data(), ws.att, sizeof(float) * qd);
-      so.on_decode_layer(l, host_q.data(), host_att.data());
-    }
-    output_and_ffn(b, w, ws, ws.x, ws.att, R, dim, c.hidden_dim);
-  }
-
-  // Logits: the sequences' last rows packed together through one product
-  // (one read of the output matrix for the whole batch); a sequence that
-  // asks for every row gets its own.
-  int64_t packed = 0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const DecodeStep& st = batch[i];
-    const int n = static_cast<int>(st.tokens.size());
-    if (st.all_logits) logits_of(b, m, ws, ws.x + int64_t(items[i].row0) * dim, n, st.logits);
-    else if (st.logits) {
-      const int64_t src = items[i].row0 + n - 1;
-      if (src != packed) b.copy(ws.x + packed * dim, ws.x + src * dim, sizeof(float) * dim);
-      ++packed;
-    }
-  }
-  if (packed > 0) {
-    for (int64_t r0 = 0; r0 < packed; r0 += ws.logit_rows) {
-      const int64_t nr = std::min<int64_t>(ws.logit_rows, packed - r0);
-      b.rmsnorm(ws.x + r0 * dim, m.output_norm, ws.xn, nr);
-      const MatmulOut o[] = {{&m.output, ws.logits}};
-      b.matmul(o, ws.xn, nr);
-      int64_t row = 0;  // the batch's sequences in order, skipping those served above
-      for (const DecodeStep& st : batch) {
-        if (st.all_logits || !st.logits) continue;
-        if (row >= r0 && row < r0 + nr) b.download(st.logits, ws.logits + (row - r0) * V, sizeof(float) * V);
-        ++row;
-      }
-    }
   }
   for (const DecodeStep& st : batch) {
     st.seq->n_past_ += static_cast<int64_t>(st.tokens.size());
@@ -214,14 +250,14 @@ void read_layer(Context& ctx, Sequence& s, int l) {
     const int64_t lo = std::max(c0, n - q_rows);  // window rows within this chunk
     if (rd.compress && lo < c0 + nc)
       b.copy(ws.qw + (lo - (n - q_rows)) * qd, ws.q + (lo - c0) * qd, sizeof(float) * (c0 + nc - lo) * qd);
-    output_and_ffn(b, w, ws, x, ws.att, nc, dim, c.hidden_dim);
+    output_and_ffn(ctx, w, x, ws.att, nc);
   }
 
   // What the layer keeps: the press's selection over the whole prompt, or
   // (a later read) the new rows appended.
   if (rd.compress) {
-    select_and_store(ctx, s.kv_, *s.press_, l, static_cast<int>(n), dense, ws.qw, static_cast<int>(q_rows), s.kept_,
-                     s.opt_.on_layer);
+    compress_layer(ctx, s.kv_, *s.press_, l, static_cast<int>(n), dense, ws.qw, static_cast<int>(q_rows), s.kept_,
+                   s.opt_.on_layer);
     if (s.queries_) {  // the last m rows, right-aligned in the layer's slot
       const int64_t m = std::min<int64_t>(s.kept_query_rows_, q_rows);
       b.copy(s.queries_ + (static_cast<size_t>(l) * s.kept_query_rows_ + s.kept_query_rows_ - m) * qd,

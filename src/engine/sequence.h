@@ -61,6 +61,9 @@ class Sequence {
   bool read_layers(int n);
   void finish_read(float* logits_last, const std::function<void(int64_t pos, const float* logits)>& each = {});
   bool reading() const { return read_.active; }
+  // Abandons a read in progress as a failed one would (tensor parallelism:
+  // another rank could not begin its part).
+  void cancel_read();
   // The whole read at once.
   void read(std::span<const int> tokens, float* logits_last,
             const std::function<void(int64_t pos, const float* logits)>& each = {});
