@@ -85,4 +85,7 @@ endif()
 if(CKV_CUDA)
   add_executable(bench_cuda ${CMAKE_SOURCE_DIR}/bench/bench_cuda.cpp)
   target_link_libraries(bench_cuda PRIVATE ckv)
+  # All-reduce timing of tensor parallelism against the bus bandwidth (scripts/gpu.sh, stage tp).
+  add_executable(bench_tp ${CMAKE_SOURCE_DIR}/bench/bench_tp.cpp)
+  target_link_libraries(bench_tp PRIVATE ckv)
 endif()

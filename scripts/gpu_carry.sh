@@ -15,17 +15,17 @@ SRC=$PWD
 MAIN=${MAIN:-/work/main}
 B=${BUILD_DIR:-build-cuda}
 [ -d "$B" ] || cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv
+ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv test_cuda_tp bench_tp
 DST=$MAIN/.carry/cuda
 rm -rf "$DST" && mkdir -p "$DST"
 tar -C "$SRC" --exclude='./build*' --exclude=./.git --exclude=./gpu-out --exclude=./.carry --exclude=./.whl -cf - . | tar -C "$DST" -xf -
 mkdir -p "$DST/prebuilt/bin" "$DST/prebuilt/lib"
-for b in test_cuda_backend bench_cuda compresskv; do strip --strip-debug -o "$DST/prebuilt/bin/$b" "$B/$b"; done
+for b in test_cuda_backend bench_cuda compresskv test_cuda_tp bench_tp; do strip --strip-debug -o "$DST/prebuilt/bin/$b" "$B/$b"; done
 echo "$SRC" >"$DST/prebuilt/source_dir"
 git rev-parse --short HEAD >"$DST/prebuilt/commit"
 for lib in $(ldd "$B/test_cuda_backend" "$B/bench_cuda" "$B/compresskv" | awk '/=>/ {print $3}' | sort -u); do
   case $(basename "$lib") in
-    libc.so* | libm.so* | libstdc++* | libgcc_s* | ld-linux* | libdl* | libpthread* | librt* | libcublas* | libcudart* | libcuda.so*) ;;
+    libc.so* | libm.so* | libstdc++* | libgcc_s* | ld-linux* | libdl* | libpthread* | librt* | libcublas* | libcudart* | libcuda.so* | libnccl*) ;;
     *) cp -L "$lib" "$DST/prebuilt/lib/" ;;
   esac
 done

@@ -4,11 +4,13 @@
 // within fp32 reordering, kept positions of every method exactly equal.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <thread>
 
+#include "engine/forward.h"
 #include "engine/session.h"
 #include "engine/tp.h"
 #include "kernels/comm.h"
