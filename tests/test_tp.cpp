@@ -18,6 +18,7 @@
 #include "model/shard.h"
 #include "profile/profile.h"
 #include "test_util.h"
+#include "tp_test_util.h"
 
 namespace ckv {
 namespace {
@@ -270,35 +271,11 @@ TEST(Sharding, ColumnsInsideQuantisationBlocksBecomeExactF32) {
 
 // ---- end to end: --tp N against one device ------------------------------------
 
-std::vector<int> tokens(int n, int vocab, uint32_t seed) {
-  std::vector<int> t(n);
-  for (int& x : t) {
-    seed = seed * 1664525u + 1013904223u;
-    x = static_cast<int>((seed >> 8) % vocab);
-  }
-  return t;
-}
-
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double w = 0;
   for (size_t i = 0; i < a.size() && i < b.size(); ++i) w = std::max(w, std::fabs(double(a[i]) - b[i]));
   return w;
-}
-
-// A prompt's logits at every position, then `gen` decoded tokens' logits.
-std::vector<float> logits_of(const Model& m, const SessionOptions& so, const std::vector<int>& prompt, int gen,
-                             std::vector<KeptPositions>* kept = nullptr) {
-  const int V = m.config.vocab_size;
-  Session s(m, so);
-  std::vector<float> all, last(V);
-  s.prefill(prompt, last.data(), [&](int64_t, const float* lg) { all.insert(all.end(), lg, lg + V); });
-  if (kept) *kept = s.kept();
-  for (int i = 0; i < gen; ++i) {
-    s.decode((i * 37) % V, last.data());
-    all.insert(all.end(), last.begin(), last.end());
-  }
-  return all;
 }
 
 TEST(TensorParallel, TinyHfLogitsWithTp2MatchTransformers) {
@@ -310,7 +287,7 @@ TEST(TensorParallel, TinyHfLogitsWithTp2MatchTransformers) {
     const auto want = test::read_f32(shared_dir() + "/golden/tiny-hf/" + std::string(name) + ".logits.f32");
     SessionOptions one, two;
     two.tp = 2;
-    const auto a = logits_of(*m, one, ids, 0), b = logits_of(*m, two, ids, 0);
+    const auto a = test::session_logits(*m, one, ids, 0), b = test::session_logits(*m, two, ids, 0);
     EXPECT_LE(max_abs_diff(b, want), 1e-4) << name;
     EXPECT_LE(max_abs_diff(a, b), 2e-5) << name << ": tp 2 against tp 1";
   }
@@ -318,44 +295,30 @@ TEST(TensorParallel, TinyHfLogitsWithTp2MatchTransformers) {
 
 TEST(TensorParallel, Stories260KLogitsWithTp2And4MatchOneDevice) {
   auto m = load_model(stories_path());
-  const auto prompt = tokens(96, m->config.vocab_size, 7);
+  const auto prompt = test::pseudo_tokens(96, m->config.vocab_size, 7);
   SessionOptions one;
-  const auto ref = logits_of(*m, one, prompt, 6);
+  const auto ref = test::session_logits(*m, one, prompt, 6);
   for (int tp : {2, 4}) {
     SessionOptions so;
     so.tp = tp;
-    EXPECT_LE(max_abs_diff(logits_of(*m, so, prompt, 6), ref), 2e-5) << "tp " << tp;
+    EXPECT_LE(max_abs_diff(test::session_logits(*m, so, prompt, 6), ref), 2e-5) << "tp " << tp;
   }
-}
-
-// A profile of stories260K's shape whose retrieval heads lie on every rank.
-Profile test_profile(const ModelConfig& c) {
-  Profile p;
-  p.arch = c.arch, p.n_layers = c.n_layers, p.n_heads = c.n_heads, p.n_kv_heads = c.n_kv_heads;
-  p.head_dim = c.head_dim;
-  for (int l = 0; l < c.n_layers; ++l) {
-    std::vector<int> r(c.n_heads);
-    for (int h = 0; h < c.n_heads; ++h) r[h] = (h * 5 + l * 3) % c.n_heads;  // a permutation (5 is odd, H = 8)
-    p.srh_ranking.push_back(r);
-  }
-  p.layer_scores = {0.1, 0.3, 0.2, 0.25, 0.15};
-  return p;
 }
 
 class KeptPositionsWithTp : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(KeptPositionsWithTp, EqualOneDeviceExactly) {
   auto m = load_model(stories_path());
-  const Profile prof = test_profile(m->config);
+  const Profile prof = test::spread_profile(m->config, {0.1, 0.3, 0.2, 0.25, 0.15});
   ASSERT_EQ(prof.layer_scores.size(), size_t(m->config.n_layers));
-  const auto prompt = tokens(240, m->config.vocab_size, 11);
+  const auto prompt = test::pseudo_tokens(240, m->config.vocab_size, 11);
   SessionOptions one;
   one.method = GetParam();
   one.press.budget = 48;
   one.press.window = 8;
   one.profile = &prof;
   std::vector<KeptPositions> want;
-  const auto ref = logits_of(*m, one, prompt, 4, &want);
+  const auto ref = test::session_logits(*m, one, prompt, 4, &want);
   ASSERT_EQ(want.size(), size_t(m->config.n_layers));
   size_t kept_rows = 0;
   for (const auto& l : want)
@@ -365,7 +328,7 @@ TEST_P(KeptPositionsWithTp, EqualOneDeviceExactly) {
     SessionOptions so = one;
     so.tp = tp;
     std::vector<KeptPositions> got;
-    const auto lg = logits_of(*m, so, prompt, 4, &got);
+    const auto lg = test::session_logits(*m, so, prompt, 4, &got);
     EXPECT_EQ(got, want) << GetParam() << " tp " << tp;
     EXPECT_LE(max_abs_diff(lg, ref), 2e-5) << GetParam() << " tp " << tp;
   }
@@ -384,7 +347,7 @@ TEST(TensorParallel, BatchedDecodeOfTwoSequencesMatchesOneDevice) {
   SequenceOptions so;
   so.method = "snapkv";
   so.press.budget = 24;
-  const auto p0 = tokens(80, V, 1), p1 = tokens(50, V, 2);
+  const auto p0 = test::pseudo_tokens(80, V, 1), p1 = test::pseudo_tokens(50, V, 2);
   // One device.
   Context ctx(*m, make_cpu_backend(), co);
   Sequence a(ctx, so), b(ctx, so);
@@ -434,13 +397,13 @@ TEST(TensorParallel, AFullPoolFailsTheStepOnEveryRankAndTheGroupGoesOn) {
   {
     TpSequence s(g, so);
     const int P = g.context(0).backend().kv_page_rows();
-    EXPECT_ERROR(s.read(tokens(3 * P, V, 3), lg.data()), "KV");
+    EXPECT_ERROR(s.read(test::pseudo_tokens(3 * P, V, 3), lg.data()), "KV");
     EXPECT_FALSE(s.reading());
     EXPECT_EQ(s.kv_bytes(), 0u);
   }
   // The group still works: a prompt that fits gives one device's logits.
   TpSequence s(g, so);
-  const auto p = tokens(20, V, 4);
+  const auto p = test::pseudo_tokens(20, V, 4);
   s.read(p, lg.data());
   Session one(*m, SessionOptions{});
   std::vector<float> ref(V);
