@@ -97,6 +97,8 @@ if has cli; then
 fi
 if has tp; then
   # Tensor parallelism (issue 13): only on a machine with 2 or more GPUs.
+  # TP_SIZES / TP_SCALING pick the --tp values (one value a call keeps a call
+  # under the device tool's 10 minutes); TP_PARTS=tests,allreduce,70b,scaling.
   NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
   if [ "$NGPU" -lt 2 ]; then
     echo "tp: skipped: $NGPU GPUs"
@@ -109,14 +111,19 @@ if has tp; then
       [ -e "$d/libnccl.so.2" ] && { export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; echo "NCCL: $d"; break; }
     done
     [ -x "$BIN/test_cuda_tp" ] || ninja -C build-gpu -j16 test_cuda_tp bench_tp >>"$OUT/build.log" 2>&1
-    timeout "${T_TP_TESTS:-300}" "$BIN/test_cuda_tp" >"$OUT/tp_tests.log" 2>&1
-    echo "tp tests exit: $?"
-    grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|exception" "$OUT/tp_tests.log" | head -30
-    stamp "tp: all-reduce against the bus bandwidth"
-    timeout "${T_TP_AR:-300}" "$BIN/bench_tp" --dim 8192 --layers 80 | tee "$OUT/tp_allreduce.jsonl"
+    tp_part() { [[ ",${TP_PARTS:-tests,allreduce,70b,scaling}," == *",$1,"* ]]; }
+    if tp_part tests; then
+      timeout "${T_TP_TESTS:-300}" "$BIN/test_cuda_tp" >"$OUT/tp_tests.log" 2>&1
+      echo "tp tests exit: $?"
+      grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|exception" "$OUT/tp_tests.log" | head -30
+    fi
+    if tp_part allreduce; then
+      stamp "tp: all-reduce against the bus bandwidth"
+      timeout "${T_TP_AR:-300}" "$BIN/bench_tp" --dim 8192 --layers 80 | tee "$OUT/tp_allreduce.jsonl"
+    fi
     # A profile of the 70B shape for compresskv's speed (random heads and
     # uniform layer scores: speed only, never quality).
-    python3 - "$OUT/tp70b_profile.json" <<'PY'
+    python3 - "${TMPDIR:-/tmp}/tp70b_profile.json" <<'PY'
 import json, sys
 L, H, G = 80, 64, 8
 json.dump({"version": 1, "model": {"arch": "llama", "n_layers": L, "n_heads": H, "n_kv_heads": G, "head_dim": 128},
@@ -124,19 +131,19 @@ json.dump({"version": 1, "model": {"arch": "llama", "n_layers": L, "n_heads": H,
            "layer_scores": [1.0 / L] * L}, open(sys.argv[1], "w"))
 PY
     TPB=(--device cuda --random-weights configs/Llama-3.1-70B.json -r 1 --json)
-    for N in 2 4 8; do
-      [ "$N" -le "$NGPU" ] || continue
+    for N in ${TP_SIZES:-2 4 8}; do
+      [ "$N" -le "$NGPU" ] && tp_part 70b || continue
       stamp "tp $N: Llama-3.1-70B shapes, prefill 32k, decode at 32k full and compresskv@1024"
-      timeout "${T_TP_RUN:-600}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 32768 -n 0 2>&1 | tee -a "$OUT/tp_bench.jsonl"
-      timeout "${T_TP_RUN:-600}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 0 -n 32 -d 32768 2>&1 | tee -a "$OUT/tp_bench.jsonl"
-      timeout "${T_TP_RUN:-600}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 0 -n 32 -d 32768 \
-        --kv-method compresskv --kv-budget 1024 --kv-profile "$OUT/tp70b_profile.json" 2>&1 | tee -a "$OUT/tp_bench.jsonl"
+      timeout "${T_TP_RUN:-240}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 32768 -n 0 2>&1 | tee -a "$OUT/tp_bench.jsonl"
+      timeout "${T_TP_RUN:-240}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 0 -n 32 -d 32768 2>&1 | tee -a "$OUT/tp_bench.jsonl"
+      timeout "${T_TP_RUN:-240}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 0 -n 32 -d 32768 \
+        --kv-method compresskv --kv-budget 1024 --kv-profile "${TMPDIR:-/tmp}/tp70b_profile.json" 2>&1 | tee -a "$OUT/tp_bench.jsonl"
     done
     stamp "tp scaling on Llama-3.1-8B shapes (tp 1 to 8)"
-    for N in 1 2 4 8; do
-      [ "$N" -le "$NGPU" ] || continue
-      timeout "${T_TP_RUN:-600}" "$BIN/compresskv" bench --device cuda --random-weights configs/Llama-3.1-8B.json -r 3 \
-        --json --tp $N -p 8192 -n 64 -d 0 2>&1 | tee -a "$OUT/tp_scaling.jsonl"
+    for N in ${TP_SCALING:-1 2 4 8}; do
+      [ "$N" -le "$NGPU" ] && tp_part scaling || continue
+      timeout "${T_TP_RUN:-240}" "$BIN/compresskv" bench --device cuda --random-weights configs/Llama-3.1-8B.json -r 3 \
+        --json --tp $N -p 8192 -n 64 -d 0 2>&1 | tee -a "$OUT/tp_bench.jsonl"
     done
   fi
 fi
