@@ -376,6 +376,33 @@ TEST(TensorParallel, BatchedDecodeOfTwoSequencesMatchesOneDevice) {
   EXPECT_EQ(ta.kv_bytes(), a.kv().bytes());  // the same pages, split by head
 }
 
+TEST(TensorParallel, CompressCopyKeepsWhatOneDeviceKeeps) {
+  auto m = load_model(stories_path());
+  const int V = m->config.vocab_size;
+  const Profile prof = test::spread_profile(m->config, {0.1, 0.3, 0.2, 0.25, 0.15});
+  const auto prompt = test::pseudo_tokens(200, V, 21);
+  std::vector<KeptPositions> kept[2];
+  std::vector<float> next[2];
+  for (int i = 0; i < 2; ++i) {
+    SessionOptions full;
+    full.tp = i + 1;
+    full.keep_queries = 8;
+    Session s(*m, full);
+    std::vector<float> lg(V);
+    s.prefill(prompt, lg.data());
+    SessionOptions ck;
+    ck.method = "adacompresskv";
+    ck.press.budget = 40;
+    ck.profile = &prof;
+    auto c = s.compress_copy(ck);
+    kept[i] = c->kept();
+    next[i].resize(V);
+    c->decode(5, next[i].data());
+  }
+  EXPECT_EQ(kept[1], kept[0]);
+  EXPECT_LE(max_abs_diff(next[1], next[0]), 2e-5);
+}
+
 TEST(TensorParallel, TpNotDividingTheKvHeadsIsAClearError) {
   auto m = load_model(stories_path());  // 4 KV heads
   for (int tp : {3, 8}) {

@@ -282,7 +282,6 @@ std::unique_ptr<TpSequence> TpSequence::compress_copy(const TpSequence& full, co
     full.g_.run([&](int r) { s->seqs_[r] = Sequence::compress_copy(*full.seqs_[r], rank_options(opt, r)); });
   } catch (...) {
     full.g_.run([&](int r) { s->seqs_[r].reset(); });
-    s->seqs_.clear();
     throw;
   }
   return s;

@@ -2,8 +2,8 @@
 // checked and its error names the call.
 #include "kernels/cuda/nccl_comm.h"
 
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <vector>
