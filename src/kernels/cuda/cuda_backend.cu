@@ -1126,11 +1126,10 @@ void CudaBackend::window_scores(const float* qw, const float* k, int T, int w, i
   auto* dheads = reinterpret_cast<const int32_t*>(base);
   float* part = reinterpret_cast<float*>(base + meta_bytes);
   float* mass = part + part_floats;
-  static bool attr = false;
-  if (!attr) {
+  static std::atomic<uint64_t> attr{0};  // once per device
+  if (first_on_this_device(attr)) {
     CKV_CUDA_CHECK(cudaFuncSetAttribute(ws_stats_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
     CKV_CUDA_CHECK(cudaFuncSetAttribute(ws_mass_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
-    attr = true;
   }
   WsArgs a{qw, k, dheads, T, w, n_heads, n_kv, hd, chunk, 1.0f / std::sqrt(static_cast<float>(hd))};
   ws_stats_kernel<<<dim3(stat_chunks, nh), kWsThreads, smem, stream_>>>(a, part);
