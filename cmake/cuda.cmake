@@ -52,6 +52,32 @@ if(CKV_CUDA)
   target_link_libraries(ckv_cuda PUBLIC CUDA::cublasLt CUDA::cudart_static PRIVATE ckv)
   target_link_libraries(ckv PUBLIC ckv_cuda)
   target_compile_definitions(ckv PUBLIC CKV_HAVE_CUDA)
+
+  # NCCL for tensor parallelism (--tp on CUDA devices), when its header is
+  # found: kernels/cuda/nccl_comm.cu opens libnccl.so.2 at run time (dlopen),
+  # so the build runs without the library until --tp asks for it; the library
+  # found here is the fallback path. Off (--tp then works on the CPU only)
+  # without the header, or with -DCKV_NCCL=OFF.
+  option(CKV_NCCL "NCCL tensor parallelism on CUDA devices (when nccl.h is found)" ON)
+  if(CKV_NCCL)
+    find_path(CKV_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include ENV NCCL_HOME
+              PATH_SUFFIXES include)
+    find_library(CKV_NCCL_LIBRARY NAMES nccl libnccl.so.2
+                 HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib /usr/local/cuda/lib64 ENV NCCL_HOME
+                 PATH_SUFFIXES lib lib64)
+  endif()
+  if(CKV_NCCL AND CKV_NCCL_INCLUDE)
+    message(STATUS "NCCL: ${CKV_NCCL_INCLUDE}/nccl.h, library ${CKV_NCCL_LIBRARY} (opened at run time)")
+    target_include_directories(ckv_cuda PRIVATE ${CKV_NCCL_INCLUDE})
+    target_compile_definitions(ckv_cuda PRIVATE CKV_HAVE_NCCL)
+    if(CKV_NCCL_LIBRARY)
+      get_filename_component(CKV_NCCL_REAL ${CKV_NCCL_LIBRARY} REALPATH)
+      target_compile_definitions(ckv_cuda PRIVATE CKV_NCCL_LIB="${CKV_NCCL_REAL}")
+    endif()
+    target_link_libraries(ckv_cuda PRIVATE ${CMAKE_DL_LIBS})
+  else()
+    message(STATUS "NCCL: not found (tensor parallelism on the CPU only)")
+  endif()
 endif()
 
 # GPU benchmarks (bench/bench_cuda.cpp): the engine on random weights of a
@@ -59,4 +85,7 @@ endif()
 if(CKV_CUDA)
   add_executable(bench_cuda ${CMAKE_SOURCE_DIR}/bench/bench_cuda.cpp)
   target_link_libraries(bench_cuda PRIVATE ckv)
+  # All-reduce timing of tensor parallelism against the bus bandwidth (scripts/gpu.sh, stage tp).
+  add_executable(bench_tp ${CMAKE_SOURCE_DIR}/bench/bench_tp.cpp)
+  target_link_libraries(bench_tp PRIVATE ckv)
 endif()

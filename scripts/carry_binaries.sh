@@ -9,7 +9,7 @@ carry_binaries() {
   for b in "$@"; do strip --strip-debug -o "$dst/bin/$b" "$build/$b"; done
   for lib in $(for b in "$@"; do ldd "$build/$b"; done | awk '/=>/ {print $3}' | sort -u); do
     case $(basename "$lib") in
-      libc.so* | libm.so* | libstdc++* | libgcc_s* | ld-linux* | libdl* | libpthread* | librt* | libcublas* | libcudart* | libcuda.so*) ;;
+      libc.so* | libm.so* | libstdc++* | libgcc_s* | ld-linux* | libdl* | libpthread* | librt* | libcublas* | libcudart* | libcuda.so* | libnccl*) ;;  # NCCL: the GPU machine's own
       *) cp -L "$lib" "$dst/lib/" ;;
     esac
   done

@@ -5,7 +5,8 @@
 # bf16 GEMM), run the kernel and engine benchmarks on random Llama-3.1-8B
 # weights, the transformers peer, and print a short table LAST.
 #
-#   STAGES=tests,sanitizer,kernels,engine,peer SCENARIOS=d0,full32k,... bash scripts/gpu.sh
+#   STAGES=tests,sanitizer,kernels,engine,peer,tp SCENARIOS=d0,full32k,... bash scripts/gpu.sh
+#   (tp: tensor parallelism, on 2+ GPUs only; prints "skipped: N GPUs" otherwise)
 #   STAGES=serve bash scripts/gpu.sh   (issue 11: compresskv serve + bench/loadgen, full vs
 #                                       compresskv@1024, ~7 minutes; scripts/serve_bench.sh says what)
 #   BUILD=1 forces a build here even when prebuilt/ is present.
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu-out}
 mkdir -p "$OUT"
-STAGES=${STAGES:-tests,sanitizer,kernels,engine,cli,peer}
+STAGES=${STAGES:-tests,sanitizer,kernels,engine,cli,peer,tp}
 SCENARIOS=${SCENARIOS:-d0,full32k,ckv32k,b8full,b32ckv,ckv131k}
 CONFIG=${CONFIG:-configs/Llama-3.1-8B.json}
 SHARED=$ROOT/../shared
@@ -56,7 +57,7 @@ if [ -z "${BUILD:-}" ] && [ -x prebuilt/bin/test_cuda_backend ]; then
 else
   stamp build
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCKV_CUDA=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  ninja -C build-gpu -j16 test_cuda_backend bench_cuda compresskv loadgen >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  ninja -C build-gpu -j16 test_cuda_backend bench_cuda compresskv loadgen test_cuda_tp bench_tp >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   BIN=$ROOT/build-gpu
 fi
 
@@ -103,6 +104,58 @@ if has cli; then
   done
   timeout "${T_CLI:-120}" "$BIN/compresskv" bench --device cuda --random-weights "$CONFIG" -p 0 -n 64 -d 4096 -b 8 -r 3 \
     --kv-method snapkv --kv-budget 1024 2>&1 | tee "$OUT/cli.log"
+fi
+if has tp; then
+  # Tensor parallelism (issue 13): only on a machine with 2 or more GPUs.
+  # TP_SIZES / TP_SCALING pick the --tp values (one value a call keeps a call
+  # under the device tool's 10 minutes); TP_PARTS=tests,allreduce,70b,scaling.
+  NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+  if [ "$NGPU" -lt 2 ]; then
+    echo "tp: skipped: $NGPU GPUs"
+  else
+    stamp "tensor parallelism on $NGPU GPUs"
+    # NVLink multicast stays off (the machine's notes), here and in every program started.
+    export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+    for d in /usr/local/cuda/lib /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu \
+             $(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib"))' 2>/dev/null); do
+      [ -e "$d/libnccl.so.2" ] && { export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; echo "NCCL: $d"; break; }
+    done
+    [ -x "$BIN/test_cuda_tp" ] || ninja -C build-gpu -j16 test_cuda_tp bench_tp >>"$OUT/build.log" 2>&1
+    tp_part() { [[ ",${TP_PARTS:-tests,allreduce,70b,scaling}," == *",$1,"* ]]; }
+    if tp_part tests; then
+      timeout "${T_TP_TESTS:-300}" "$BIN/test_cuda_tp" >"$OUT/tp_tests.log" 2>&1
+      echo "tp tests exit: $?"
+      grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|exception" "$OUT/tp_tests.log" | head -30
+    fi
+    if tp_part allreduce; then
+      stamp "tp: all-reduce against the bus bandwidth"
+      timeout "${T_TP_AR:-300}" "$BIN/bench_tp" --dim 8192 --layers 80 | tee "$OUT/tp_allreduce.jsonl"
+    fi
+    # A profile of the 70B shape for compresskv's speed (random heads and
+    # uniform layer scores: speed only, never quality).
+    python3 - "${TMPDIR:-/tmp}/tp70b_profile.json" <<'PY'
+import json, sys
+L, H, G = 80, 64, 8
+json.dump({"version": 1, "model": {"arch": "llama", "n_layers": L, "n_heads": H, "n_kv_heads": G, "head_dim": 128},
+           "srh": {"ranking": [[(h * 7 + l) % H for h in range(H)] for l in range(L)]},
+           "layer_scores": [1.0 / L] * L}, open(sys.argv[1], "w"))
+PY
+    TPB=(--device cuda --random-weights configs/Llama-3.1-70B.json -r 1 --json)
+    for N in ${TP_SIZES:-2 4 8}; do
+      [ "$N" -le "$NGPU" ] && tp_part 70b || continue
+      stamp "tp $N: Llama-3.1-70B shapes, prefill 32k, decode at 32k full and compresskv@1024"
+      timeout "${T_TP_RUN:-240}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 32768 -n 0 2>&1 | tee -a "$OUT/tp_bench.jsonl"
+      timeout "${T_TP_RUN:-240}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 0 -n 32 -d 32768 2>&1 | tee -a "$OUT/tp_bench.jsonl"
+      timeout "${T_TP_RUN:-240}" "$BIN/compresskv" bench "${TPB[@]}" --tp $N -p 0 -n 32 -d 32768 \
+        --kv-method compresskv --kv-budget 1024 --kv-profile "${TMPDIR:-/tmp}/tp70b_profile.json" 2>&1 | tee -a "$OUT/tp_bench.jsonl"
+    done
+    stamp "tp scaling on Llama-3.1-8B shapes (tp 1 to 8)"
+    for N in ${TP_SCALING:-1 2 4 8}; do
+      [ "$N" -le "$NGPU" ] && tp_part scaling || continue
+      timeout "${T_TP_RUN:-240}" "$BIN/compresskv" bench --device cuda --random-weights configs/Llama-3.1-8B.json -r 3 \
+        --json --tp $N -p 8192 -n 64 -d 0 2>&1 | tee -a "$OUT/tp_bench.jsonl"
+    done
+  fi
 fi
 if has peer; then
   stamp "transformers peer"

@@ -15,12 +15,12 @@ SRC=$PWD
 MAIN=${MAIN:-/work/main}
 B=${BUILD_DIR:-build-cuda}
 [ -d "$B" ] || cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv loadgen
+ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv loadgen test_cuda_tp bench_tp
 DST=$MAIN/.carry/cuda
 rm -rf "$DST" && mkdir -p "$DST"
 tar -C "$SRC" --exclude='./build*' --exclude=./.git --exclude=./gpu-out --exclude=./.carry --exclude=./.whl -cf - . | tar -C "$DST" -xf -
 . scripts/carry_binaries.sh
-carry_binaries "$B" "$DST/prebuilt" test_cuda_backend bench_cuda compresskv loadgen
+carry_binaries "$B" "$DST/prebuilt" test_cuda_backend bench_cuda compresskv loadgen test_cuda_tp bench_tp
 echo "$SRC" >"$DST/prebuilt/source_dir"
 git rev-parse --short HEAD >"$DST/prebuilt/commit"
 # The 64 MiB the tool carries: the libraries travel xz-compressed.

@@ -13,7 +13,7 @@ bash scripts/build.sh
 (cd build && ctest --output-on-failure -j"${JOBS:-2}")
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCKV_SANITIZE=ON -DCKV_CUDA=OFF >/dev/null
 sanitized="test_gguf|test_safetensors|test_llama2c|test_bad_input|test_tokenizer|test_quant|test_matmul|test_attention|test_engine|test_eval"
-sanitized+="|test_profile|test_chat_template|test_sampler|test_server|fuzz_[a-z0-9_]*_replay"
+sanitized+="|test_profile|test_chat_template|test_sampler|test_server|test_tp|fuzz_[a-z0-9_]*_replay"
 ninja -C build-asan -j"${JOBS:-2}" $(ls tests | sed -n 's/^\(test_[a-z0-9_]*\)\.cpp$/\1/p' | grep -E "^($sanitized)$") \
   $(ls fuzz | sed -n 's/^\(fuzz_[a-z0-9_]*\)\.cpp$/\1_replay/p')
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -16,6 +16,7 @@
 #include "engine/forward.h"
 #include "engine/sampler.h"
 #include "engine/sequence.h"
+#include "engine/tp.h"
 #include "util/error.h"
 
 namespace ckv::cli {
@@ -46,9 +47,25 @@ size_t weight_bytes(const Model& m) {
   return b;
 }
 
+// One context or a tensor-parallel group (--tp): the same test on either.
+void sync(Context& c) { c.backend().sync(); }
+void sync(TpGroup& g) { g.sync(); }
+bool host_memory(Context& c) { return c.backend().host_memory(); }
+bool host_memory(TpGroup& g) { return g.context(0).backend().host_memory(); }
+size_t kv_bytes(const Sequence& s) { return s.kv().bytes(); }
+size_t kv_bytes(const TpSequence& s) { return s.kv_bytes(); }
+size_t kv_full(const Sequence& s) { return s.kv().full_bytes(s.n_past()); }
+size_t kv_full(const TpSequence& s) { return s.kv_full_bytes(); }
+template <class Ctx> struct EngineOf;
+template <> struct EngineOf<Context> { using Seq = Sequence; using Step = DecodeStep; };
+template <> struct EngineOf<TpGroup> { using Seq = TpSequence; using Step = TpDecodeStep; };
+
 // One repetition over `batch` sequences of one context; returns the
 // aggregate tokens/s of the timed part.
-double one_rep(Context& ctx, const SequenceOptions& so, int batch, int P, int N, int D, std::mt19937& rng, Row& row) {
+template <class Ctx>
+double one_rep(Ctx& ctx, const SequenceOptions& so, int batch, int P, int N, int D, std::mt19937& rng, Row& row) {
+  using Seq = typename EngineOf<Ctx>::Seq;
+  using Step = typename EngineOf<Ctx>::Step;
   const Model& m = ctx.model();
   std::uniform_int_distribution<int> tokd(0, m.config.vocab_size - 1);
   auto random_tokens = [&](int n) {
@@ -56,8 +73,8 @@ double one_rep(Context& ctx, const SequenceOptions& so, int batch, int P, int N,
     for (auto& x : t) x = tokd(rng);
     return t;
   };
-  std::vector<std::unique_ptr<Sequence>> seqs;
-  for (int i = 0; i < batch; ++i) seqs.push_back(std::make_unique<Sequence>(ctx, so));
+  std::vector<std::unique_ptr<Seq>> seqs;
+  for (int i = 0; i < batch; ++i) seqs.push_back(std::make_unique<Seq>(ctx, so));
   const int V = m.config.vocab_size;
   std::vector<float> logits(static_cast<size_t>(batch) * V);
   if (D > 0)
@@ -76,7 +93,7 @@ double one_rep(Context& ctx, const SequenceOptions& so, int batch, int P, int N,
     std::vector<int> tok(batch);
     for (int& t : tok) t = tokd(rng);
     // Greedy, as llama-bench: each step sends back the top logit only.
-    std::vector<DecodeStep> steps(batch);
+    std::vector<Step> steps(batch);
     std::vector<int32_t> top(batch);
     for (int i = 0; i < batch; ++i) {
       steps[i] = {seqs[i].get(), std::span<const int>(&tok[i], 1), &logits[size_t(i) * V]};
@@ -88,16 +105,16 @@ double one_rep(Context& ctx, const SequenceOptions& so, int batch, int P, int N,
       decode_step(ctx, steps);
       for (int i = 0; i < batch; ++i) tok[i] = top[i];
     }
-    ctx.backend().sync();
+    sync(ctx);
     secs = std::chrono::duration<double>(clock::now() - t0).count();
     count = int64_t(N) * batch;
   }
   row.kv_bytes = row.kv_full = 0;
   // On the CPU the weights are the model's own bytes; a GPU backend counts its copies in fixed_bytes().
-  size_t peak = ctx.fixed_bytes() + (ctx.backend().host_memory() ? weight_bytes(m) : 0);
+  size_t peak = ctx.fixed_bytes() + (host_memory(ctx) ? weight_bytes(m) : 0);
   for (auto& s : seqs) {
-    row.kv_bytes += s->kv().bytes();
-    row.kv_full += s->kv().full_bytes(s->n_past());
+    row.kv_bytes += kv_bytes(*s);
+    row.kv_full += kv_full(*s);
     peak += s->peak_bytes();
   }
   row.peak = std::max(row.peak, peak);
@@ -112,6 +129,7 @@ static int bench(const BenchArgs& a) {
   const SessionOptions so = session_options(a.kv, *m, prof);
   const SequenceOptions seq_opt = sequence_options(so);
   const auto make_backend = backend_factory(a.model, so.q8_matmul);
+  const auto rank_factory = rank_backend_factory(a.model, so.q8_matmul);
   std::vector<Row> rows;
   for (int D : a.depth) {
     for (int P : a.n_prompt)
@@ -120,7 +138,8 @@ static int bench(const BenchArgs& a) {
       if (N > 0) rows.push_back({"tg" + std::to_string(N), 0, N, D});
   }
   if (rows.empty()) throw Error("nothing to measure: -p and -n are both 0");
-  const std::string backend = device_of(a.model) == "cuda" ? "CUDA" : "CPU";
+  const std::string backend = std::string(device_of(a.model) == "cuda" ? "CUDA" : "CPU") +
+                              (a.model.tp > 1 ? " x" + std::to_string(a.model.tp) : "");
   const int threads = omp_get_max_threads();
   const std::string method = a.kv.select.empty() ? a.kv.method : a.kv.select + "+" + a.kv.alloc;
   const bool full = method == "full";
@@ -139,21 +158,29 @@ static int bench(const BenchArgs& a) {
     ContextOptions co = context_options(so);
     co.n_ctx = static_cast<int>(need);
     co.max_seqs = a.batch;
-    Context ctx(*m, make_backend(), co);
-    if (!a.no_warmup) {
-      Row w;
-      one_rep(ctx, seq_opt, a.batch, std::min(r.n_prompt, 32), std::min(r.n_gen, 4),
-              r.depth > 0 ? std::min(r.depth, 64) : 0, rng, w);
-    }
     std::vector<double> tps;
-    for (int i = 0; i < a.reps; ++i) tps.push_back(one_rep(ctx, seq_opt, a.batch, r.n_prompt, r.n_gen, r.depth, rng, r));
+    auto measure = [&](auto& ctx) {
+      if (!a.no_warmup) {
+        Row w;
+        one_rep(ctx, seq_opt, a.batch, std::min(r.n_prompt, 32), std::min(r.n_gen, 4),
+                r.depth > 0 ? std::min(r.depth, 64) : 0, rng, w);
+      }
+      for (int i = 0; i < a.reps; ++i) tps.push_back(one_rep(ctx, seq_opt, a.batch, r.n_prompt, r.n_gen, r.depth, rng, r));
+    };
+    if (a.model.tp > 1) {
+      TpGroup g(*m, a.model.tp, rank_factory, co);
+      measure(g);
+    } else {
+      Context ctx(*m, make_backend(), co);
+      measure(ctx);
+    }
     std::sort(tps.begin(), tps.end());
     r.tps = tps[tps.size() / 2];
     std::string test = r.test + (r.depth ? " @ d" + std::to_string(r.depth) : "");
     if (a.json) {
       nlohmann::json j = {{"model", m->name},        {"backend", backend},       {"threads", threads},
                           {"method", method},    {"budget", full ? 0 : a.kv.budget},
-                          {"batch", a.batch},
+                          {"batch", a.batch}, {"tp", a.model.tp},
                           {"test", r.n_prompt ? "pp" : "tg"}, {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen},
                           {"depth", r.depth},         {"tokens_per_s", r.tps},    {"kv_bytes", r.kv_bytes},
                           {"kv_bytes_full", r.kv_full}, {"peak_bytes", r.peak},   {"rss_peak_bytes", rss_peak()},
@@ -176,6 +203,7 @@ CLI::App* add_bench(CLI::App& app, std::function<int()>& action) {
   auto* a = &args;
   CLI::App* c = app.add_subcommand("bench", "prompt-processing and generation speed, llama-bench style");
   add_model_args(c, a->model);
+  add_tp_arg(c, a->model);
   c->add_option("--random-weights", a->model.random_weights,
                 "instead of -m: seeded random bf16 weights of this config.json's shape, on the GPU (speed only, "
                 "never quality; configs/ has Llama-3.1-8B, Mistral-7B-v0.3, Qwen2.5-7B)");

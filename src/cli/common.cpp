@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/cuda/nccl_comm.h"
 #include "profile/shipped.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
@@ -112,6 +113,31 @@ void add_model_args(CLI::App* app, ModelArgs& a) {
   app->add_option("-t,--threads", a.threads, "CPU threads (0: all cores)")->check(int_range(0, 4096, "(0: all cores)"));
   app->add_option("--device", a.device, "cpu or cuda (default: cuda when this build has CUDA and a GPU is present)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
+void add_tp_arg(CLI::App* app, ModelArgs& a) {
+  app->add_option("--tp", a.tp,
+                  "tensor parallelism: split the model's heads and FFN over N devices (CUDA: GPUs 0..N-1 through "
+                  "NCCL; CPU: N threads of this process); N must divide the KV heads")
+      ->check(int_range(1, 1024));
+}
+
+std::function<std::unique_ptr<Backend>(int rank)> rank_backend_factory(const ModelArgs& a, bool q8) {
+  if (device_of(a) == "cuda") {
+    if (a.tp > 1) {
+      const int n = cuda_device_count();
+      if (n < a.tp)
+        throw Error("--tp " + std::to_string(a.tp) + " needs " + std::to_string(a.tp) + " CUDA devices, found " +
+                    std::to_string(n));
+      std::string why;
+      if (!nccl_available(&why)) throw Error("--tp " + std::to_string(a.tp) + " with --device cuda: " + why);
+    }
+    const uint64_t seed = a.seed;
+    return [seed](int rank) { return make_cuda_backend(CudaOptions{rank, seed}); };
+  }
+  if (!a.random_weights.empty())
+    throw Error("--random-weights builds its weights on the GPU: it needs --device cuda");
+  return [q8](int) { return make_cpu_backend(q8); };
 }
 
 std::string device_of(const ModelArgs& a) {
@@ -326,7 +352,8 @@ void dump_kept(const std::string& path, const Session& s, int64_t prompt_tokens)
     // No compressing prefill happened: every head keeps the whole prompt.
     std::vector<int32_t> all(prompt_tokens);
     for (int64_t i = 0; i < prompt_tokens; ++i) all[i] = static_cast<int32_t>(i);
-    for (int l = 0; l < s.kv().n_layers(); ++l) layers.push_back(std::vector<std::vector<int32_t>>(s.kv().n_kv_heads(), all));
+    const ModelConfig& c = s.model().config;  // every KV head (a --tp rank's cache holds only its own)
+    for (int l = 0; l < c.n_layers; ++l) layers.push_back(std::vector<std::vector<int32_t>>(c.n_kv_heads, all));
   } else {
     for (const auto& kl : s.kept()) layers.push_back(kl);
   }

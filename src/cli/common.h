@@ -42,14 +42,19 @@ struct ModelArgs {
   std::string device;     // --device cpu|cuda; "" = cuda when built with CUDA and a GPU is present
   std::string random_weights;  // bench: a config.json whose shape gets seeded random weights (speed only)
   uint64_t seed = 0;
+  int tp = 1;  // --tp: devices the model is split over (run, bench)
 };
 void add_model_args(CLI::App* app, ModelArgs& a);
+// --tp N (tensor parallelism, engine/tp.h) on the subcommands that take it.
+void add_tp_arg(CLI::App* app, ModelArgs& a);
 // Loads the model (or builds the random-weights model) and sets the thread count.
 std::unique_ptr<Model> load(const ModelArgs& a);
 // "cpu" or "cuda": --device, or the default (cuda when available).
 std::string device_of(const ModelArgs& a);
 // Makes the backend --device names (q8: the CPU's --matmul q8).
 std::function<std::unique_ptr<Backend>()> backend_factory(const ModelArgs& a, bool q8);
+// Rank r's backend of --tp (CUDA: device r; checks that --tp devices exist).
+std::function<std::unique_ptr<Backend>(int rank)> rank_backend_factory(const ModelArgs& a, bool q8);
 // The model's tokenizer, or an error saying the model has none.
 std::unique_ptr<Tokenizer> tokenizer_for(const Model& m);
 

@@ -59,6 +59,8 @@ int run(const RunArgs& a, const CLI::App& app) {
   Profile prof;
   SessionOptions so = session_options(a.kv, *m, prof);
   so.make_backend = backend_factory(a.model, so.q8_matmul);
+  so.tp = a.model.tp;
+  if (so.tp > 1) so.make_rank_backend = rank_backend_factory(a.model, so.q8_matmul);
   so.n_ctx = a.ctx;
   if (user_end != std::string::npos) so.user_suffix = tail_tokens(*tok, ids, text.size() - user_end);
   int n_ctx = a.ctx > 0 ? a.ctx : m->config.context;
@@ -117,7 +119,7 @@ int run(const RunArgs& a, const CLI::App& app) {
   std::fprintf(stderr, "prompt tokens: %zu, prompt tokens/s: %.2f, generated tokens: %lld, generated tokens/s: %.2f\n",
                ids.size(), ids.size() / pp_s, static_cast<long long>(generated), generated / tg_s);
   // Against what a full cache of the same positions holds (one definition: KvCache::full_bytes).
-  size_t held = s.kv().bytes(), full = s.kv().full_bytes(s.n_past());
+  size_t held = s.kv_bytes(), full = s.kv_full_bytes();
   std::fprintf(stderr, "kv cache (%s): %s held, full cache %s (%.1f%%)\n", s.press().name().c_str(),
                human_bytes(held).c_str(), human_bytes(full).c_str(), full ? 100.0 * held / full : 0.0);
   return 0;
@@ -130,6 +132,7 @@ CLI::App* add_run(CLI::App& app, std::function<int()>& action) {
   auto* a = &args;
   CLI::App* c = app.add_subcommand("run", "generate text from a prompt");
   add_model_args(c, a->model);
+  add_tp_arg(c, a->model);
   add_session_args(c, a->kv);
   c->add_option("-p,--prompt", a->prompt, "prompt text");
   c->add_option("-f,--file", a->file, "prompt file");

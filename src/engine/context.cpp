@@ -16,6 +16,8 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
   const ModelConfig& c = m.config;
   if (opt_.n_ctx <= 0) opt_.n_ctx = c.context;
   if (opt_.max_seqs < 1) throw Error("context: max_seqs must be at least 1");
+  if (m.shard.size > 1 && (!opt_.comm || opt_.comm->size() != m.shard.size || opt_.comm->rank() != m.shard.rank))
+    throw Error("context: a tensor-parallel rank's model needs its rank's communicator");
   if (opt_.chunk <= 0) opt_.chunk = b_->preferred_chunk();
   opt_.chunk = std::min<int64_t>(opt_.chunk, std::max(opt_.n_ctx, 1));
   opt_.max_window = std::max(1, opt_.max_window);
@@ -45,7 +47,10 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
     ws_.dense_k = take(N * kvd, "layer keys");
     ws_.dense_v = take(N * kvd, "layer values");
     ws_.qw = take(int64_t(opt_.max_window) * qd, "window queries");
-    ws_.score = take((int64_t(c.n_heads) + 1) * N, "press scores");
+    // A rank's presses gather the whole model's per-head rows (press/scoring.h).
+    const ShardInfo& sh = m.shard;
+    const int64_t score_rows = sh.size > 1 ? int64_t(sh.total_kv_heads) + sh.total_heads + 1 : int64_t(c.n_heads) + 1;
+    ws_.score = take(score_rows * N, "press scores");
     ws_.xn = take(int64_t(ws_.logit_rows) * dim, "output norm");
     ws_.logits = take(int64_t(ws_.logit_rows) * c.vocab_size, "logits");
     // The pool after the workspace, so that a size_kv_pool hook sees what is left.
@@ -73,6 +78,20 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
 
 Context::~Context() {
   for (void* p : allocs_) b_->free(p);
+}
+
+LayerView Context::layer_view(int layer, int T, const float* q, int q_rows, const float* k) {
+  const ModelConfig& c = m_.config;
+  const ShardInfo& sh = m_.shard;
+  LayerView lv{layer, c.n_layers, T, c.n_heads, c.n_kv_heads, c.head_dim, q, q_rows, k, b_.get(), ws_.score};
+  if (sh.size > 1) {
+    lv.head0 = sh.head0;
+    lv.kv_head0 = sh.kv_head0;
+    lv.total_heads = sh.total_heads;
+    lv.total_kv_heads = sh.total_kv_heads;
+    lv.comm = opt_.comm;
+  }
+  return lv;
 }
 
 size_t Context::fixed_bytes() const { return ws_.bytes + b_->scratch_bytes() + b_->weight_bytes(); }

@@ -10,7 +10,9 @@
 
 #include "engine/kv_pages.h"
 #include "kernels/backend.h"
+#include "kernels/comm.h"
 #include "model/model.h"
+#include "press/press.h"
 
 namespace ckv {
 
@@ -26,6 +28,10 @@ struct ContextOptions {
   // When set, replaces kv_pages: asked for the pool's size in pages once the
   // weights and workspace are in place (serve: what the device has left).
   std::function<int64_t(const Backend& b, size_t page_bytes)> size_kv_pool;
+  // Tensor parallelism (engine/tp.h): the collectives between this rank and
+  // the others, for a model that is a rank's part (Model::shard); not owned.
+  // Null: one device.
+  Communicator* comm = nullptr;
 };
 
 // Device buffers of the forward pass, allocated once per context. Rows: a
@@ -45,7 +51,7 @@ struct Workspace {
   float* dense_k = nullptr;  // [n_ctx][n_kv * hd] one layer's keys of a read
   float* dense_v = nullptr;  // [n_ctx][n_kv * hd]
   float* qw = nullptr;       // [max_window][n_heads * hd] the window's queries
-  float* score = nullptr;    // [(n_heads + 1) * n_ctx] press scores
+  float* score = nullptr;    // [(n_heads + 1) * n_ctx] press scores; a rank's part: [(G + H + 1) * n_ctx] of the whole's heads
   float* xn = nullptr;       // [logit_rows][dim]
   float* logits = nullptr;   // [logit_rows][vocab]
   size_t bytes = 0;
@@ -74,6 +80,12 @@ class Context {
   const ContextOptions& options() const { return opt_; }
   int n_ctx() const { return opt_.n_ctx; }
   int decode_rows() const { return decode_rows_; }  // R
+  // The collectives of a tensor-parallel rank; null on one device.
+  Communicator* comm() const { return opt_.comm; }
+  // What the press sees of a layer whose keys k ([T][n_kv][hd]) and window
+  // queries q ([q_rows][n_heads][hd]) are given: this rank's heads, and
+  // where they sit among the whole model's.
+  LayerView layer_view(int layer, int T, const float* q, int q_rows, const float* k);
   // Bytes the context holds besides KV pages: workspace, backend scratch and
   // the backend's own weight copies.
   size_t fixed_bytes() const;

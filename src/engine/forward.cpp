@@ -42,11 +42,21 @@ void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x
   b.rope(k, pos, c.n_kv_heads);
 }
 
+// Tensor parallelism: a rank's W_o and W_down hold only its heads' / FFN
+// columns' share of the sum, so the ranks add their partial products before
+// the residual add (Megatron's one all-reduce after each). One device: nothing.
+void reduce_partial_sums(Context& ctx, float* y, int64_t n) {
+  if (Communicator* comm = ctx.comm()) comm->all_reduce_sum(y, n);
+}
+
 // The rest of the layer for n rows: x += W_o att; x += FFN(x).
-void output_and_ffn(Backend& b, const LayerWeights& w, Workspace& ws, float* x, const float* att, int64_t n,
-                    int dim, int ff) {
+void output_and_ffn(Context& ctx, const LayerWeights& w, float* x, const float* att, int64_t n) {
+  Backend& b = ctx.backend();
+  Workspace& ws = ctx.ws();
+  const int dim = ctx.model().config.dim, ff = ctx.model().config.hidden_dim;
   const MatmulOut o[] = {{&w.wo, ws.xb}};
   b.matmul(o, att, n);
+  reduce_partial_sums(ctx, ws.xb, n * dim);
   b.add(x, ws.xb, n * dim);
   b.rmsnorm(x, w.ffn_norm, ws.xb, n);
   const MatmulOut gate_up[] = {{&w.w_gate, ws.gate}, {&w.w_up, ws.up}};
@@ -54,6 +64,7 @@ void output_and_ffn(Backend& b, const LayerWeights& w, Workspace& ws, float* x, 
   b.swiglu(ws.gate, ws.up, ws.gate, n * ff);
   const MatmulOut down[] = {{&w.w_down, ws.xb}};
   b.matmul(down, ws.gate, n);
+  reduce_partial_sums(ctx, ws.xb, n * dim);
   b.add(x, ws.xb, n * dim);
 }
 
@@ -69,75 +80,22 @@ void logits_of(Backend& b, const Model& m, Workspace& ws, const float* x, int64_
   }
 }
 
-// The press's step: positions this layer keeps, from the window's queries
-// and the layer's keys, gathered into the pages.
-void select_and_store(Context& ctx, KvCache& kv, Press& press, int layer, int T, const DenseKV& dense,
-                      const float* qw, int q_rows, int suffix, std::vector<KeptPositions>& kept,
-                      const std::function<void(const LayerView&)>& on_layer) {
-  const ModelConfig& c = ctx.model().config;
-  LayerView lv{layer, c.n_layers, T, c.n_heads, c.n_kv_heads, c.head_dim, qw, q_rows, dense.k, &ctx.backend(),
-               ctx.ws().score, suffix};
-  if (on_layer) on_layer(lv);
-  KeptPositions keep = press.select(lv);
-  for (int g = 0; g < c.n_kv_heads; ++g) kv.grow_head(layer, g, static_cast<int>(keep[g].size()));
-  ctx.backend().kv_gather(kv, layer, dense, keep);
-  kept[layer] = std::move(keep);
-}
-
-}  // namespace
-
-void decode_step(Context& ctx, std::span<DecodeStep> batch) {
+// The layers and logits of a decode step whose caches have room for it.
+void forward_decode(Context& ctx, std::span<DecodeStep> batch, const SequenceOptions& so) {
   const Model& m = ctx.model();
   const ModelConfig& c = m.config;
   Backend& b = ctx.backend();
   Workspace& ws = ctx.ws();
   const int dim = c.dim, V = c.vocab_size;
   const int qd = c.n_heads * c.head_dim;
-
-  // The batch's rows: each sequence's new tokens at its positions (host
-  // lists of the workspace, reserved for the largest batch).
-  std::vector<int32_t>& tokens = ws.tokens;
-  std::vector<int32_t>& pos = ws.pos;
-  std::vector<DecodeItem>& items = ws.items;
-  std::vector<AppendItem>& appends = ws.appends;
-  tokens.clear(), pos.clear(), items.clear(), appends.clear();
-  for (const DecodeStep& st : batch) {
-    Sequence& s = *st.seq;
-    const int n = static_cast<int>(st.tokens.size());
-    if (n < 1 || n > 8) throw Error("decode: a step takes 1 to 8 tokens per sequence, got " + std::to_string(n));
-    if (s.reading()) throw Error("decode: the sequence is still reading its prompt");
-    if (s.n_past() + n > ctx.n_ctx())
-      throw Error("sequence of " + std::to_string(s.n_past() + n) + " tokens exceeds the context size " +
-                  std::to_string(ctx.n_ctx()) + " (-c)");
-    for (int t : st.tokens)
-      if (t < 0 || t >= V) throw Error("token id " + std::to_string(t) + " out of range [0, " + std::to_string(V) + ")");
-    if (st.top < 0 || st.top > Backend::kMaxTopLogits || (st.top > 0 && (!st.top_ids || st.all_logits)))
-      throw Error("decode: top logits take 1 to " + std::to_string(Backend::kMaxTopLogits) +
-                  " candidates, an id array and the last row only, got " + std::to_string(st.top));
-    const int row0 = static_cast<int>(tokens.size());
-    for (int i = 0; i < n; ++i) {
-      tokens.push_back(st.tokens[i]);
-      pos.push_back(static_cast<int32_t>(s.n_past() + i));
-    }
-    items.push_back({row0, n, &s.kv_});
-    appends.push_back({row0, n, &s.kv_});
-  }
+  const std::vector<int32_t>& tokens = ws.tokens;
+  const std::vector<int32_t>& pos = ws.pos;
+  const std::vector<DecodeItem>& items = ws.items;
+  const std::vector<AppendItem>& appends = ws.appends;
   const int64_t R = static_cast<int64_t>(tokens.size());
-  if (R > ctx.decode_rows() || static_cast<int>(batch.size()) > ctx.options().max_seqs)
-    throw Error("decode: " + std::to_string(batch.size()) + " sequences / " + std::to_string(R) +
-                " rows exceed the context's batch of " + std::to_string(ctx.options().max_seqs));
-  // Room for the new rows in every cache, all or nothing.
-  size_t grown = 0;
-  try {
-    for (; grown < batch.size(); ++grown) batch[grown].seq->kv_.grow(static_cast<int>(batch[grown].tokens.size()));
-  } catch (...) {
-    for (size_t i = 0; i < grown; ++i) batch[i].seq->kv_.shrink(static_cast<int>(batch[i].tokens.size()));
-    throw;
-  }
 
   // Calibration observers see a batch of one sequence and one token.
   const bool observe = batch.size() == 1 && R == 1;
-  const SequenceOptions& so = batch[0].seq->opt_;
   std::vector<float>& host_q = ws.host_q;
   std::vector<float>& host_att = ws.host_att;
   AttnProbeOut probe;
@@ -155,7 +113,7 @@ void decode_step(Context& ctx, std::span<DecodeStep> batch) {
       b.download(host_att.data(), ws.att, sizeof(float) * qd);
       so.on_decode_layer(l, host_q.data(), host_att.data());
     }
-    output_and_ffn(b, w, ws, ws.x, ws.att, R, dim, c.hidden_dim);
+    output_and_ffn(ctx, w, ws.x, ws.att, R);
   }
 
   // Logits: the sequences' last rows packed together through one product
@@ -201,6 +159,86 @@ void decode_step(Context& ctx, std::span<DecodeStep> batch) {
       }
     }
   }
+}
+
+}  // namespace
+
+void compress_layer(Context& ctx, KvCache& kv, Press& press, int layer, int T, const DenseKV& dense, const float* qw,
+                    int q_rows, int suffix, std::vector<KeptPositions>& kept,
+                    const std::function<void(const LayerView&)>& on_layer) {
+  const int G = ctx.model().config.n_kv_heads;
+  LayerView lv = ctx.layer_view(layer, T, qw, q_rows, dense.k);
+  lv.suffix = suffix;
+  if (on_layer) on_layer(lv);
+  KeptPositions keep = press.select(lv);
+  // Ranks' heads may keep different numbers of rows (Ada-KV): a rank whose
+  // pool cannot hold them fails the step for all.
+  std::exception_ptr err;
+  try {
+    for (int g = 0; g < G; ++g) kv.grow_head(layer, g, static_cast<int>(keep[g].size()));
+  } catch (const Error&) {
+    err = std::current_exception();
+  }
+  agree_on_step(ctx.comm(), err);
+  ctx.backend().kv_gather(kv, layer, dense, keep);
+  kept[layer] = std::move(keep);
+}
+
+void decode_step(Context& ctx, std::span<DecodeStep> batch) {
+  Workspace& ws = ctx.ws();
+  const int V = ctx.model().config.vocab_size;
+
+  // The batch's rows: each sequence's new tokens at its positions (host
+  // lists of the workspace, reserved for the largest batch).
+  std::vector<int32_t>& tokens = ws.tokens;
+  std::vector<int32_t>& pos = ws.pos;
+  std::vector<DecodeItem>& items = ws.items;
+  std::vector<AppendItem>& appends = ws.appends;
+  tokens.clear(), pos.clear(), items.clear(), appends.clear();
+  for (const DecodeStep& st : batch) {
+    Sequence& s = *st.seq;
+    const int n = static_cast<int>(st.tokens.size());
+    if (n < 1 || n > 8) throw Error("decode: a step takes 1 to 8 tokens per sequence, got " + std::to_string(n));
+    if (s.reading()) throw Error("decode: the sequence is still reading its prompt");
+    if (s.n_past() + n > ctx.n_ctx())
+      throw Error("sequence of " + std::to_string(s.n_past() + n) + " tokens exceeds the context size " +
+                  std::to_string(ctx.n_ctx()) + " (-c)");
+    for (int t : st.tokens)
+      if (t < 0 || t >= V) throw Error("token id " + std::to_string(t) + " out of range [0, " + std::to_string(V) + ")");
+    if (st.top < 0 || st.top > Backend::kMaxTopLogits || (st.top > 0 && (!st.top_ids || st.all_logits)))
+      throw Error("decode: top logits take 1 to " + std::to_string(Backend::kMaxTopLogits) +
+                  " candidates, an id array and the last row only, got " + std::to_string(st.top));
+    const int row0 = static_cast<int>(tokens.size());
+    for (int i = 0; i < n; ++i) {
+      tokens.push_back(st.tokens[i]);
+      pos.push_back(static_cast<int32_t>(s.n_past() + i));
+    }
+    items.push_back({row0, n, &s.kv_});
+    appends.push_back({row0, n, &s.kv_});
+  }
+  const int64_t R = static_cast<int64_t>(tokens.size());
+  if (R > ctx.decode_rows() || static_cast<int>(batch.size()) > ctx.options().max_seqs)
+    throw Error("decode: " + std::to_string(batch.size()) + " sequences / " + std::to_string(R) +
+                " rows exceed the context's batch of " + std::to_string(ctx.options().max_seqs));
+  // Room for the new rows in every cache, all or nothing (on every rank).
+  size_t grown = 0;
+  auto undo = [&] {
+    for (size_t i = 0; i < grown; ++i) batch[i].seq->kv_.shrink(static_cast<int>(batch[i].tokens.size()));
+  };
+  std::exception_ptr err;
+  try {
+    for (; grown < batch.size(); ++grown) batch[grown].seq->kv_.grow(static_cast<int>(batch[grown].tokens.size()));
+  } catch (const Error&) {
+    undo();
+    err = std::current_exception();
+  }
+  agree_on_step(ctx.comm(), err);
+  try {
+    forward_decode(ctx, batch, batch[0].seq->opt_);
+  } catch (...) {
+    undo();
+    throw;
+  }
   for (const DecodeStep& st : batch) {
     st.seq->n_past_ += static_cast<int64_t>(st.tokens.size());
     st.seq->note_peak();
@@ -233,14 +271,14 @@ void read_layer(Context& ctx, Sequence& s, int l) {
     const int64_t lo = std::max(c0, n - q_rows);  // window rows within this chunk
     if (rd.compress && lo < c0 + nc)
       b.copy(ws.qw + (lo - (n - q_rows)) * qd, ws.q + (lo - c0) * qd, sizeof(float) * (c0 + nc - lo) * qd);
-    output_and_ffn(b, w, ws, x, ws.att, nc, dim, c.hidden_dim);
+    output_and_ffn(ctx, w, x, ws.att, nc);
   }
 
   // What the layer keeps: the press's selection over the whole prompt, or
   // (a later read) the new rows appended.
   if (rd.compress) {
-    select_and_store(ctx, s.kv_, *s.press_, l, static_cast<int>(n), dense, ws.qw, static_cast<int>(q_rows),
-                     window_suffix(s.opt_), s.kept_, s.opt_.on_layer);
+    compress_layer(ctx, s.kv_, *s.press_, l, static_cast<int>(n), dense, ws.qw, static_cast<int>(q_rows),
+                   window_suffix(s.opt_), s.kept_, s.opt_.on_layer);
     if (s.queries_) {  // the last m rows, right-aligned in the layer's slot
       const int64_t m = std::min<int64_t>(s.kept_query_rows_, q_rows);
       b.copy(s.queries_ + (static_cast<size_t>(l) * s.kept_query_rows_ + s.kept_query_rows_ - m) * qd,

@@ -4,6 +4,7 @@
 #pragma once
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "engine/context.h"
 
@@ -28,6 +29,16 @@ struct DecodeStep {
 // (one weight read for the whole batch); each cache grows by its tokens, all
 // or nothing. Allocates nothing.
 void decode_step(Context& ctx, std::span<DecodeStep> batch);
+
+// The press's step of a compressing read (DESIGN.md 2.1, 4): the positions
+// `press` keeps of layer `layer` (T prompt rows in dense; the window's
+// queries qw, [q_rows][n_heads][hd]) gathered into kv's pages and recorded in
+// kept[layer]; the last `suffix` prompt positions follow the window and are
+// kept (--kv-window-at user, LayerView::suffix). A step one tensor-parallel
+// rank cannot take fails on all.
+void compress_layer(Context& ctx, KvCache& kv, Press& press, int layer, int T, const DenseKV& dense, const float* qw,
+                    int q_rows, int suffix, std::vector<KeptPositions>& kept,
+                    const std::function<void(const LayerView&)>& on_layer);
 
 // Layer `layer` of a sequence's read in progress (Sequence::read_layers).
 void read_layer(Context& ctx, Sequence& s, int layer);

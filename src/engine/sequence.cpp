@@ -9,8 +9,13 @@
 
 namespace ckv {
 
-std::unique_ptr<Press> Sequence::make_press_for(const SequenceOptions& o, const ModelConfig& c) {
-  const PressShape shape{c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim};
+// A tensor-parallel rank's press is the whole model's: its settings and
+// profile are checked against every head (its LayerView says which it holds).
+std::unique_ptr<Press> Sequence::make_press_for(const SequenceOptions& o, const Model& m) {
+  const ModelConfig& c = m.config;
+  const bool split = m.shard.size > 1;
+  const PressShape shape{c.n_layers, split ? m.shard.total_heads : c.n_heads,
+                         split ? m.shard.total_kv_heads : c.n_kv_heads, c.head_dim};
   if (!o.select.empty() || !o.alloc.empty()) {
     if (o.select.empty() || o.alloc.empty()) throw Error("--kv-select and --kv-alloc go together: give both");
     return make_press_pair(o.select, o.alloc, o.press, shape, o.profile);
@@ -23,7 +28,7 @@ int64_t Sequence::pages_bound(const Context& ctx, const SequenceOptions& opt, in
   const int P = ctx.pool().page_rows();
   // A read of one token is appended whole; a longer first read is compressed
   // layer by layer to the press's budgets for this prompt length.
-  std::unique_ptr<Press> press = make_press_for(opt, c);
+  std::unique_ptr<Press> press = make_press_for(opt, ctx.model());
   if (prompt > 1) press->begin(c.n_layers, static_cast<int>(prompt));
   int64_t pages = 0;
   for (int l = 0; l < c.n_layers; ++l) {
@@ -39,7 +44,7 @@ int window_rows(const SequenceOptions& o) { return o.press.window + window_suffi
 Sequence::Sequence(Context& ctx, const SequenceOptions& opt)
     : ctx_(ctx),
       opt_(opt),
-      press_(make_press_for(opt, ctx.model().config)),
+      press_(make_press_for(opt, ctx.model())),
       kv_(ctx.pool(), ctx.model().config.n_layers, ctx.model().config.n_kv_heads, ctx.n_ctx()) {
   const ModelConfig& c = ctx.model().config;
   const int max_window = ctx.options().max_window;
@@ -103,7 +108,12 @@ void Sequence::begin_read(std::span<const int> tokens) {
       for (int g = 0; g < c.n_kv_heads; ++g) rd.first_new = std::max<int64_t>(rd.first_new, kv_.len(l, g));
   }
   if (!rd.compress) kv_.grow(static_cast<int>(n));  // the rows are appended as they are
-  rd.x = static_cast<float*>(ctx_.backend().alloc(sizeof(float) * n * c.dim, "a prompt's residual stream"));
+  try {
+    rd.x = static_cast<float*>(ctx_.backend().alloc(sizeof(float) * n * c.dim, "a prompt's residual stream"));
+  } catch (...) {
+    if (!rd.compress) kv_.shrink(static_cast<int>(n));
+    throw;
+  }
   if (rd.compress) {
     press_->begin(c.n_layers, static_cast<int>(n));
     kept_.assign(c.n_layers, {});
@@ -161,6 +171,8 @@ void Sequence::read(std::span<const int> tokens, float* logits_last,
   finish_read(logits_last, each);
 }
 
+void Sequence::cancel_read() { fail_read(); }
+
 // A read that failed half-way leaves nothing behind: a first read empties the
 // cache, a later read gives back the rows it reserved.
 void Sequence::fail_read() {
@@ -203,14 +215,8 @@ std::unique_ptr<Sequence> Sequence::compress_copy(const Sequence& full, const Se
   for (int l = 0; l < c.n_layers; ++l) {
     b.kv_to_dense(full.kv_, l, dense, 0);
     const float* qw = full.queries_ + (static_cast<size_t>(l) * full.kept_query_rows_ + (full.kept_query_rows_ - q_rows)) * qd;
-    LayerView lv{l, c.n_layers, T, c.n_heads, c.n_kv_heads, c.head_dim, qw, q_rows, dense.k, &b, ws.score,
-                 window_suffix(opt)};
-    if (opt.on_layer) opt.on_layer(lv);
-    KeptPositions keep = s->press_->select(lv);
-    for (int g = 0; g < c.n_kv_heads; ++g) s->kv_.grow_head(l, g, static_cast<int>(keep[g].size()));
-    b.kv_gather(s->kv_, l, dense, keep);
-    for (const auto& h : keep) s->kept_bytes_ += h.capacity() * sizeof(int32_t);
-    s->kept_[l] = std::move(keep);
+    compress_layer(ctx, s->kv_, *s->press_, l, T, dense, qw, q_rows, window_suffix(opt), s->kept_, opt.on_layer);
+    for (const auto& h : s->kept_[l]) s->kept_bytes_ += h.capacity() * sizeof(int32_t);
   }
   s->n_past_ = T;
   s->note_peak();

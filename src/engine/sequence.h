@@ -72,6 +72,9 @@ class Sequence {
   bool read_layers(int n);
   void finish_read(float* logits_last, const std::function<void(int64_t pos, const float* logits)>& each = {});
   bool reading() const { return read_.active; }
+  // Abandons a read in progress as a failed one would (tensor parallelism:
+  // another rank could not begin its part).
+  void cancel_read();
   // The whole read at once.
   void read(std::span<const int> tokens, float* logits_last,
             const std::function<void(int64_t pos, const float* logits)>& each = {});
@@ -84,7 +87,7 @@ class Sequence {
 
   // The press a sequence of these options would use, checked against the
   // model's shape (throws ckv::Error naming the setting at fault).
-  static std::unique_ptr<Press> make_press_for(const SequenceOptions& opt, const ModelConfig& c);
+  static std::unique_ptr<Press> make_press_for(const SequenceOptions& opt, const Model& m);
   // Most KV pages a sequence of these options holds after reading a prompt
   // of `prompt` tokens (each layer compressed to its press's budget) and
   // generating `generated` more: what the server reserves before the read.

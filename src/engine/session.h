@@ -9,6 +9,7 @@
 
 #include "engine/context.h"
 #include "engine/sequence.h"
+#include "engine/tp.h"
 #include "model/model.h"
 
 namespace ckv {
@@ -30,6 +31,10 @@ struct SessionOptions {
   std::function<void(int layer, const float* q, const float* attn)> on_decode_layer;
   // Runs on this backend instead of a new CPU one (e.g. CUDA).
   std::function<std::unique_ptr<Backend>()> make_backend;
+  // Tensor parallelism (engine/tp.h): the model split over tp devices, rank
+  // r on make_rank_backend(r) (unset: a CPU backend per rank).
+  int tp = 1;
+  std::function<std::unique_ptr<Backend>(int rank)> make_rank_backend;
 };
 
 class Session {
@@ -53,24 +58,36 @@ class Session {
   // opt's window. The new session shares this one's context.
   std::unique_ptr<Session> compress_copy(const SessionOptions& opt) const;
 
-  int64_t n_past() const { return seq_->n_past(); }  // logical position of the next token
-  int n_ctx() const { return ctx_->n_ctx(); }
-  const KvCache& kv() const { return seq_->kv(); }
-  const Press& press() const { return seq_->press(); }
-  // Kept prompt positions per layer from the compressing prefill ([L][G][n]).
-  const std::vector<KeptPositions>& kept() const { return seq_->kept(); }
+  int64_t n_past() const;  // logical position of the next token
+  int n_ctx() const;
+  // The cache (with tensor parallelism: rank 0's, its KV heads only).
+  const KvCache& kv() const { return sequence().kv(); }
+  const Press& press() const { return sequence().press(); }
+  // Kept prompt positions per layer from the compressing prefill ([L][G][n],
+  // every KV head of the model).
+  const std::vector<KeptPositions>& kept() const;
+  // Bytes of KV pages held (all ranks), and what a full cache of the same
+  // positions would hold (KvCache::full_bytes).
+  size_t kv_bytes() const;
+  size_t kv_full_bytes() const;
   // Engine's own accounting at its peak: the sequence's KV pages and
-  // transients, the context's workspace and the backend's scratch.
-  size_t peak_bytes() const { return ctx_->fixed_bytes() + seq_->peak_bytes(); }
+  // transients, the context's workspace and the backend's scratch (all ranks).
+  size_t peak_bytes() const;
   const Model& model() const { return m_; }
-  Context& context() const { return *ctx_; }
-  Sequence& sequence() const { return *seq_; }
+  // With tensor parallelism: rank 0's.
+  Context& context() const;
+  Sequence& sequence() const;
+  int tp() const { return group_ ? group_->size() : 1; }
 
  private:
   Session(const Model& m, std::shared_ptr<Context> ctx, const SessionOptions& opt, std::unique_ptr<Sequence> seq);
+  Session(const Model& m, std::shared_ptr<TpGroup> group, std::unique_ptr<TpSequence> seq);
   const Model& m_;
   std::shared_ptr<Context> ctx_;
   std::unique_ptr<Sequence> seq_;
+  std::shared_ptr<TpGroup> group_;  // tp > 1 instead of ctx_ and seq_
+  std::unique_ptr<TpSequence> tseq_;
+  mutable std::vector<KeptPositions> kept_all_;
 };
 
 // The context and sequence options of a session's settings.

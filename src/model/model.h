@@ -58,6 +58,16 @@ struct LayerWeights {
   Tensor w_gate, w_down, w_up;  // [hidden, dim], [dim, hidden], [hidden, dim]
 };
 
+// What part of a model split over `size` devices this one is (tensor
+// parallelism, model/shard.h). A rank's Model has its own head counts and FFN
+// width in `config` (so every buffer and kernel is sized for the rank); the
+// whole model's are here. An unsplit model: size 1, totals 0.
+struct ShardInfo {
+  int rank = 0, size = 1;
+  int head0 = 0, kv_head0 = 0, ff0 = 0;  // first query head, KV head and FFN column held
+  int total_heads = 0, total_kv_heads = 0, total_hidden = 0;
+};
+
 struct Model {
   std::string path;    // what the user passed
   std::string format;  // "gguf", "safetensors", "llama2c"
@@ -68,6 +78,7 @@ struct Model {
   Tensor output;       // [vocab, dim]; equals tok_embd when tied
   std::vector<LayerWeights> layers;
   TokenizerData vocab;  // empty tokens when the source has no tokenizer
+  ShardInfo shard;      // a tensor-parallel rank's part of a model
 
   // Keeps mapped files and converted buffers alive.
   std::vector<std::shared_ptr<const void>> storage;

@@ -40,6 +40,12 @@ struct Tensor {
   std::vector<int64_t> shape;
   const void* data = nullptr;
   size_t nbytes = 0;
+  // A rank's slice of a larger matrix (tensor parallelism, model/shard.h):
+  // element (r, c) here is the whole's (row0 + r, col0 + c), the whole being
+  // full_cols wide; full_cols 0: not a slice. --random-weights seeds each
+  // element by its index in the whole, so a random model's slices equal the
+  // slices of the unsplit random model.
+  int64_t row0 = 0, col0 = 0, full_cols = 0;
 
   bool empty() const { return data == nullptr; }
   int64_t cols() const { return shape.empty() ? 0 : shape.back(); }

@@ -22,16 +22,21 @@ class AdaAllocation : public Allocation {
   void begin(int n_layers, int T) override { layers_->begin(n_layers, T); }
   // Average per KV head; the heads of a layer hold G*B in all.
   int layer_budget(int layer) const override { return layers_->layer_budget(layer); }
+  // Shares over the whole layer's KV heads (a tensor-parallel rank sees every
+  // rank's scores, kv_heads_all); this rank's heads' budgets are returned.
   std::vector<int> head_budgets(LayerScores& s, int B) override {
-    const int G = s.view().n_kv_heads, n = s.n(), C = B - p_.window;
+    const LayerView& lv = s.view();
+    const int G = lv.all_kv_heads(), n = s.n(), C = B - p_.window;
     std::vector<int64_t> share(G, 0);
     if (C > 0 && C < n) {
       // The best pairs over the flattened [G][n] scores: ties lower head, then lower position.
       const int k[] = {G * C};
-      const auto best = s.view().backend->top_k(s.kv_heads(), 1, G * n, k);
+      const auto best = lv.backend->top_k(s.kv_heads_all(), 1, G * n, k);
       for (int32_t idx : best[0]) ++share[idx / n];
     }
-    return adakv_budgets_from_shares(share, n, B, p_.window, p_.alpha);
+    const std::vector<int> all = adakv_budgets_from_shares(share, n, B, p_.window, p_.alpha);
+    const int g0 = lv.split() ? lv.kv_head0 : 0;
+    return std::vector<int>(all.begin() + g0, all.begin() + g0 + lv.n_kv_heads);
   }
 
  private:

@@ -15,6 +15,7 @@ namespace ckv {
 
 struct Profile;
 class Backend;
+class Communicator;
 
 enum class Pool { Avg, Max };
 
@@ -49,13 +50,23 @@ struct LayerView {
   int q_rows = 0;            // at least the window
   const float* k = nullptr;  // [T][n_kv_heads][head_dim], post-RoPE keys of the whole prompt
   Backend* backend = nullptr;
-  float* scratch = nullptr;  // device floats, at least (n_heads + 1) * T
+  float* scratch = nullptr;  // device floats, at least (n_heads + 1) * T; a rank's: (total_kv + total_heads + 1) * T
   // The last `suffix` positions follow the observation window (--kv-window-at
   // user: the chat template's suffix). They are always kept and count against
   // the budget; the window is the `window` positions before them, and q's
   // rows end at T - 1 as ever (so q_rows >= window + suffix). 0: the window
   // ends the prompt.
   int suffix = 0;
+  // Tensor parallelism (engine/tp.h): this rank's heads above are query heads
+  // [head0, head0 + n_heads) and KV heads [kv_head0, ...) of the whole
+  // model's total_heads / total_kv_heads, and comm joins the ranks. A press
+  // keeps the same positions on every rank as on one device. Zeros/null: the
+  // whole model on one device.
+  int head0 = 0, kv_head0 = 0, total_heads = 0, total_kv_heads = 0;
+  Communicator* comm = nullptr;
+  bool split() const { return comm != nullptr && total_kv_heads > n_kv_heads; }
+  int all_heads() const { return total_heads ? total_heads : n_heads; }
+  int all_kv_heads() const { return total_kv_heads ? total_kv_heads : n_kv_heads; }
 };
 
 // Kept prompt positions: [n_kv_heads][n_kept], each ascending.

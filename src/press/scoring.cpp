@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kernels/backend.h"
+#include "kernels/comm.h"
 #include "kernels/cpu/window_score.h"
 #include "util/error.h"
 
@@ -38,21 +39,55 @@ std::vector<std::vector<int>> kv_groups(int H, int G) {
 
 }  // namespace
 
+// Scratch rows ([.][n] each): a split view keeps the whole model's KV-head
+// rows first (its own at kv_head0), then the rows of heads().
 const float* LayerScores::kv_heads() {
   if (!kv_) {
-    scores_into(lv_, p_, kv_groups(lv_.n_heads, lv_.n_kv_heads), lv_.scratch);
-    kv_ = lv_.scratch;
+    float* out = lv_.scratch + (lv_.split() ? static_cast<size_t>(lv_.kv_head0) * n() : 0);
+    scores_into(lv_, p_, kv_groups(lv_.n_heads, lv_.n_kv_heads), out);
+    kv_ = out;
   }
   return kv_;
 }
 
+const float* LayerScores::kv_heads_all() {
+  if (!lv_.split()) return kv_heads();
+  if (!kv_all_) {
+    kv_heads();
+    const int64_t n = this->n(), mine0 = int64_t(lv_.kv_head0) * n, mine1 = mine0 + int64_t(lv_.n_kv_heads) * n;
+    const int64_t total = int64_t(lv_.total_kv_heads) * n;
+    lv_.backend->fill(lv_.scratch, mine0, 0.0f);
+    lv_.backend->fill(lv_.scratch + mine1, total - mine1, 0.0f);
+    lv_.comm->all_reduce_sum(lv_.scratch, total);
+    kv_all_ = lv_.scratch;
+  }
+  return kv_all_;
+}
+
 const float* LayerScores::heads(const std::vector<int>& heads) {
-  if (!heads_) {
+  if (heads_) return heads_;
+  if (!lv_.split()) {
     float* out = lv_.scratch + static_cast<size_t>(lv_.n_kv_heads) * n();  // after kv_heads()'s rows
     const std::vector<int> groups[] = {heads};
     scores_into(lv_, p_, groups, out);
     heads_ = out;
+    return heads_;
   }
+  const int64_t n = this->n(), k = static_cast<int64_t>(heads.size());
+  float* rows = lv_.scratch + int64_t(lv_.total_kv_heads) * n;  // [k][n], then the sum [n]
+  float* out = rows + k * n;
+  Backend& b = *lv_.backend;
+  b.fill(rows, k * n, 0.0f);
+  for (int64_t i = 0; i < k; ++i) {
+    const int h = heads[i] - lv_.head0;
+    if (h < 0 || h >= lv_.n_heads) continue;  // another rank's head
+    const std::vector<int> one[] = {{h}};
+    scores_into(lv_, p_, one, rows + i * n);
+  }
+  lv_.comm->all_reduce_sum(rows, k * n);
+  b.fill(out, n, 0.0f);
+  for (int64_t i = 0; i < k; ++i) b.add(out, rows + i * n, n);
+  heads_ = out;
   return heads_;
 }
 

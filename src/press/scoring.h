@@ -22,8 +22,17 @@ class LayerScores {
   int n() const { return lv_.T - p_.window; }
   // [n_kv_heads][n]: KV head g scored by the mean over the r query heads that
   // read it, r*g .. r*g+r-1 (SnapKV's grouping, GQA-correct; DESIGN.md 3).
+  // A tensor-parallel rank: its own KV heads'.
   const float* kv_heads();
-  // [n]: the mean over `heads` (CompressKV's semantic retrieval heads, 2.1).
+  // [all_kv_heads][n]: every KV head's of the whole model (Ada-KV's
+  // layer-wide shares). A rank fills its rows, zeros the others' and the
+  // ranks sum them: every row is its owner's, bit for bit. One device: kv_heads().
+  const float* kv_heads_all();
+  // [n]: the mean over `heads` (CompressKV's semantic retrieval heads, 2.1),
+  // global query-head indices. Split over ranks: each head's pooled row comes
+  // from the rank holding it (the others add zeros) and the rows are summed in
+  // the list's order as on one device -- the sum, not the mean, which ranks the
+  // positions the same (exactly so for a power-of-two number of heads).
   const float* heads(const std::vector<int>& heads);
   const LayerView& view() const { return lv_; }
   const PressParams& params() const { return p_; }
@@ -32,6 +41,7 @@ class LayerScores {
   LayerView lv_;
   PressParams p_;
   const float* kv_ = nullptr;
+  const float* kv_all_ = nullptr;
   const float* heads_ = nullptr;
 };
 

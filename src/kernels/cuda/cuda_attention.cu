@@ -574,13 +574,11 @@ size_t decode_smem() {
 template <int HD, int NW>
 void launch_prefill_mma(const float* q, const __half* kh, const __half* vh, int64_t kv_row0, float* out, int64_t i0,
                         int64_t nq, int64_t first_new, const int32_t* start, int H, int G, cudaStream_t s) {
-  static bool attr = false;  // once per process (the attribute is per function)
+  static std::atomic<uint64_t> attr{0};  // once per device
   const size_t smem = prefill_smem<HD>();
-  if (!attr) {
+  if (first_on_this_device(attr))
     CKV_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma_kernel<HD, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));
-    attr = true;
-  }
   const dim3 grid(static_cast<unsigned>(ceil_div(nq, NW * 16)), H);
   const float qscale = kLog2e / std::sqrt(static_cast<float>(HD));
   prefill_mma_kernel<HD, NW><<<grid, NW * 32, smem, s>>>(q, kh, vh, kv_row0, out, i0, static_cast<int>(nq), first_new,
@@ -591,13 +589,11 @@ void launch_prefill_mma(const float* q, const __half* kh, const __half* vh, int6
 template <int HD>
 void launch_decode_mma(const float* q, float* out, const PagedPool& pool, const DecodePlan& plan, int H, int G,
                        cudaStream_t s) {
-  static bool attr = false;
+  static std::atomic<uint64_t> attr{0};  // once per device
   const size_t smem = decode_smem<HD>();
-  if (!attr) {
+  if (first_on_this_device(attr))
     CKV_CUDA_CHECK(cudaFuncSetAttribute(decode_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));
-    attr = true;
-  }
   const float qscale = kLog2e / std::sqrt(static_cast<float>(HD));
   decode_mma_kernel<HD><<<plan.n_work, 128, smem, s>>>(q, out, pool, plan, H, G, qscale);
   CKV_LAUNCH_CHECK();

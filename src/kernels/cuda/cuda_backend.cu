@@ -217,9 +217,14 @@ __device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
-__global__ void random_bf16_kernel(__nv_bfloat16* w, int64_t n, uint64_t seed, float a) {
+// Element i of a cols-wide slice at (row0, col0) of a full_cols-wide matrix
+// is seeded by its index in the whole (a tensor-parallel rank's slice holds
+// the same values as the unsplit model).
+__global__ void random_bf16_kernel(__nv_bfloat16* w, int64_t n, uint64_t seed, float a, int64_t cols, int64_t row0,
+                                   int64_t col0, int64_t full_cols) {
   GRID_STRIDE(i, n) {
-    const uint64_t r = splitmix64(seed ^ splitmix64(static_cast<uint64_t>(i)));
+    const int64_t gi = (i / cols + row0) * full_cols + i % cols + col0;
+    const uint64_t r = splitmix64(seed ^ splitmix64(static_cast<uint64_t>(gi)));
     const float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f);  // [0, 1)
     w[i] = __float2bfloat16_rn((2.0f * u - 1.0f) * a);
   }
@@ -544,6 +549,8 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return "CUDA"; }
+  int device() const { return opt_.device; }
+  cudaStream_t stream() const { return stream_; }
   int kv_page_rows() const override { return 64; }
   bool host_memory() const override { return false; }
   int preferred_chunk() const override { return 4096; }  // fewer rows leave prefill attention short of blocks
@@ -821,9 +828,11 @@ void CudaBackend::prepare_matrix(const Tensor& t, uint64_t tensor_id) {
   const size_t n = static_cast<size_t>(w.rows * w.cols);
   w.bf = static_cast<__nv_bfloat16*>(owned_alloc(n * 2, "weight " + t.name + " (bf16)"));
   if (!t.data) {  // --random-weights: uniform, variance 1/(3 cols)... scaled to keep activations O(1)
-    const float a = std::sqrt(3.0f / static_cast<float>(w.cols));
+    const int64_t full_cols = t.full_cols ? t.full_cols : w.cols;
+    const float a = std::sqrt(3.0f / static_cast<float>(full_cols));
     random_bf16_kernel<<<grid_for(static_cast<int64_t>(n), 256), 256, 0, stream_>>>(
-        w.bf, static_cast<int64_t>(n), opt_.random_seed * 0x100000001b3ULL + tensor_id, a);
+        w.bf, static_cast<int64_t>(n), opt_.random_seed * 0x100000001b3ULL + tensor_id, a, w.cols, t.row0, t.col0,
+        full_cols);
     CKV_LAUNCH_CHECK();
     return;
   }
@@ -1221,11 +1230,10 @@ void CudaBackend::window_scores(const float* qw, const float* k, int T, int w, i
   auto* dheads = reinterpret_cast<const int32_t*>(base);
   float* part = reinterpret_cast<float*>(base + meta_bytes);
   float* mass = part + part_floats;
-  static bool attr = false;
-  if (!attr) {
+  static std::atomic<uint64_t> attr{0};  // once per device
+  if (first_on_this_device(attr)) {
     CKV_CUDA_CHECK(cudaFuncSetAttribute(ws_stats_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
     CKV_CUDA_CHECK(cudaFuncSetAttribute(ws_mass_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
-    attr = true;
   }
   WsArgs a{qw, k, dheads, T, w, n_heads, n_kv, hd, chunk, 1.0f / std::sqrt(static_cast<float>(hd))};
   ws_stats_kernel<<<dim3(stat_chunks, nh), kWsThreads, smem, stream_>>>(a, part);
@@ -1314,6 +1322,27 @@ bool cuda_available(std::string* why) {
     return false;
   }
   return true;
+}
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+int cuda_device_of(Backend& b) {
+  auto* c = dynamic_cast<cuda::CudaBackend*>(&b);
+  if (!c) throw Error("not a CUDA backend: " + b.name());
+  return c->device();
+}
+
+void* cuda_stream_of(Backend& b) {
+  auto* c = dynamic_cast<cuda::CudaBackend*>(&b);
+  if (!c) throw Error("not a CUDA backend: " + b.name());
+  return c->stream();
 }
 
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt) {

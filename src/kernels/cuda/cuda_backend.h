@@ -33,6 +33,13 @@ bool cuda_available(std::string* why = nullptr);
 // Throws ckv::Error when CUDA is absent or the device cannot be opened.
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {});
 
+// A CUDA backend's device and stream (a cudaStream_t), for the collectives
+// queued beside its kernels (kernels/cuda/nccl_comm.h). Throws for another backend.
+int cuda_device_of(Backend& b);
+void* cuda_stream_of(Backend& b);
+// CUDA devices present (0 without CUDA). Never throws.
+int cuda_device_count();
+
 // A model of the shape of a Hugging Face config.json with no weights in it
 // (--random-weights): matrices are BF16 Tensors with data == nullptr, which
 // the CUDA backend fills with seeded random values at prepare(); norm

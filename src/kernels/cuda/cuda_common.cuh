@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -30,6 +31,17 @@ namespace ckv::cuda {
 #define CKV_LAUNCH_CHECK() CKV_CUDA_CHECK(cudaGetLastError())
 
 const char* cublasLt_status(cublasStatus_t s);
+
+// Function attributes (cudaFuncSetAttribute: a kernel's dynamic shared
+// memory) hold per device, and tensor parallelism runs several devices in one
+// process, a thread each: true the first time the current device comes to
+// the kernel whose flags `mask` holds (one bit a device).
+inline bool first_on_this_device(std::atomic<uint64_t>& mask) {
+  int d = 0;
+  CKV_CUDA_CHECK(cudaGetDevice(&d));
+  const uint64_t bit = uint64_t(1) << (d & 63);
+  return (mask.fetch_or(bit) & bit) == 0;
+}
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
