@@ -56,8 +56,7 @@ KvSettings kv_settings(const SessionArgs& base, const std::string& profile, cons
                        const KvRequest& k) {
   SessionArgs a = base;
   a.app = nullptr;  // no flag warnings per request
-  if (k.window_at && *k.window_at == "user")
-    throw ApiError(400, "'kv.window_at' \"user\" is not supported by this server yet (only \"end\")", "kv.window_at");
+  if (k.window_at) a.window_at = *k.window_at;
   if (k.method) {
     a.method = *k.method;
     a.select.clear(), a.alloc.clear();
@@ -88,7 +87,7 @@ KvSettings kv_settings(const SessionArgs& base, const std::string& profile, cons
   ks.seq = sequence_options(so);
   if (!so.profile) ks.profile.reset();
   try {
-    ks.method = Sequence::make_press_for(ks.seq, m.config)->name();
+    ks.method = Sequence::make_press_for(ks.seq, m)->name();
   } catch (const Error& e) {
     throw kv_error(e.what(), "kv.method");
   }

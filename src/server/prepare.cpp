@@ -5,6 +5,7 @@
 #include <random>
 
 #include "tokenizer/prompt.h"
+#include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
 namespace ckv::server {
@@ -20,7 +21,9 @@ std::string next_id(Endpoint e) {
   return b;
 }
 
-std::vector<int> prompt_of(const ServeModel& sm, const GenRequest& r) {
+// The prompt's tokens; for a chat, `user_suffix` gets how many follow the
+// final user message's content (--kv-window-at user), as `run --chat` counts.
+std::vector<int> prompt_of(const ServeModel& sm, const GenRequest& r, int& user_suffix) {
   const char* param = r.endpoint == Endpoint::Chat ? "messages" : "prompt";
   if (r.endpoint == Endpoint::Completion && r.prompt_is_ids) {
     const int V = sm.ctx->model().config.vocab_size;
@@ -37,12 +40,15 @@ std::vector<int> prompt_of(const ServeModel& sm, const GenRequest& r) {
                                                           : "give the prompt as an array of token ids"),
                    param);
   std::string text = r.prompt;
+  size_t user_end = std::string::npos;
   if (r.endpoint == Endpoint::Chat) {
     if (!sm.chat) throw ApiError(400, "this model's chat template cannot be used: " + sm.chat_error, "messages");
-    text = sm.chat->render(r.messages, true);
+    text = sm.chat->render(r.messages, true, &user_end);
   }
   try {
-    return encode_prompt(*sm.tok, text);
+    std::vector<int> ids = encode_prompt(*sm.tok, text);
+    if (user_end != std::string::npos) user_suffix = tail_tokens(*sm.tok, ids, text.size() - user_end);
+    return ids;
   } catch (const Error& e) {
     throw ApiError(400, e.what(), param);
   }
@@ -57,7 +63,8 @@ std::shared_ptr<Job> prepare_job(const ServeModel& sm, GenRequest req) {
   j->id = next_id(req.endpoint);
   j->model = req.model.value_or(sm.alias);
   const char* param = req.endpoint == Endpoint::Chat ? "messages" : "prompt";
-  j->prompt = prompt_of(sm, req);
+  int user_suffix = 0;
+  j->prompt = prompt_of(sm, req, user_suffix);
   const int64_t n = static_cast<int64_t>(j->prompt.size()), n_ctx = sm.ctx->n_ctx();
   if (n >= n_ctx)
     throw ApiError(400, "the prompt has " + std::to_string(n) + " tokens; this server's context holds " +
@@ -67,6 +74,7 @@ std::shared_ptr<Job> prepare_job(const ServeModel& sm, GenRequest req) {
   j->max_new = std::min(req.max_tokens.value_or(room), room);
 
   j->kv = sm.kv_settings(req.kv);
+  j->kv.seq.user_suffix = user_suffix;  // used only with window_at user (a plain prompt: 0, the end)
   try {
     j->pages = Sequence::pages_bound(*sm.ctx, j->kv.seq, n, j->max_new);
   } catch (const Error& e) {

@@ -20,6 +20,7 @@ function runFlags(kv) {
   if (kv.select) f.push('--kv-select', kv.select, '--kv-alloc', kv.alloc);
   if (kv.budget !== undefined) f.push('--kv-budget', String(kv.budget));
   if (kv.window !== undefined) f.push('--kv-window', String(kv.window));
+  if (kv.window_at !== undefined) f.push('--kv-window-at', kv.window_at);
   return f;
 }
 
@@ -103,6 +104,17 @@ describe('compresskv (SRH x error-aware, shipped profile) on SmolLM2', () => {
       assert.equal(r.choices[0].text, ref.text, `kv ${JSON.stringify(kv)}`);
       assert.equal(r.usage.completion_tokens, ref.generatedTokens);
       assert.ok(r.kv.kv_bytes < r.kv.full_kv_bytes);
+    }
+  });
+
+  test('window_at user on a chat equals run --chat --kv-window-at user', async () => {
+    const messages = [{ role: 'user', content: prompt }];
+    for (const kv of [{ method: 'snapkv', budget: 48, window_at: 'user' }, { method: 'compresskv', budget: 48, window_at: 'user' }]) {
+      const [r, ref] = await Promise.all([
+        ai.chat.completions.create({ model: 'm', messages, max_tokens: N, temperature: 0, kv }),
+        runReference({ model: SMOL, prompt, n: N, chat: true, kv: runFlags(kv) }),
+      ]);
+      assert.equal(r.choices[0].message.content, ref.text, `kv ${JSON.stringify(kv)}`);
     }
   });
 
