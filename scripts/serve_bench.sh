@@ -61,7 +61,10 @@ fi
 start() {
   local name=$1 log=$OUT/serve-$1.log
   shift
-  "$BIN/compresskv" serve "${MODEL[@]}" --device "$DEVICE" --port 0 -c "$CTX" --queue 512 "$@" 2>"$log" &
+  # f16 KV pages (SERVE_KV_TYPE): CUDA's split-K decode kernel reads f16
+  # pages; f32 pages take the plain kernel, far slower at these lengths.
+  "$BIN/compresskv" serve "${MODEL[@]}" --device "$DEVICE" --port 0 -c "$CTX" --queue 512 \
+    --kv-type "${SERVE_KV_TYPE:-f16}" "$@" 2>"$log" &
   PID=$!
   URL=
   for _ in $(seq 900); do
