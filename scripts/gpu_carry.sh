@@ -18,7 +18,7 @@ B=${BUILD_DIR:-build-cuda}
 ninja -C "$B" -j"${JOBS:-1}" test_cuda_backend bench_cuda compresskv loadgen test_cuda_tp bench_tp
 DST=$MAIN/.carry/cuda
 rm -rf "$DST" && mkdir -p "$DST"
-tar -C "$SRC" --exclude='./build*' --exclude=./.git --exclude=./gpu-out --exclude=./.carry --exclude=./.whl -cf - . | tar -C "$DST" -xf -
+tar -C "$SRC" --exclude='./build*' --exclude=node_modules --exclude=./.git --exclude=./gpu-out --exclude=./.carry --exclude=./.whl -cf - . | tar -C "$DST" -xf -
 . scripts/carry_binaries.sh
 carry_binaries "$B" "$DST/prebuilt" test_cuda_backend bench_cuda compresskv loadgen test_cuda_tp bench_tp
 echo "$SRC" >"$DST/prebuilt/source_dir"

@@ -1,6 +1,7 @@
 #include "engine/context.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "util/error.h"
@@ -18,6 +19,7 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
   if (opt_.max_seqs < 1) throw Error("context: max_seqs must be at least 1");
   if (m.shard.size > 1 && (!opt_.comm || opt_.comm->size() != m.shard.size || opt_.comm->rank() != m.shard.rank))
     throw Error("context: a tensor-parallel rank's model needs its rank's communicator");
+  if (const char* e = std::getenv("CKV_NO_GRAPHS"); e && std::string(e) == "1") opt_.record_steps = false;
   if (opt_.chunk <= 0) opt_.chunk = b_->preferred_chunk();
   opt_.chunk = std::min<int64_t>(opt_.chunk, std::max(opt_.n_ctx, 1));
   opt_.max_window = std::max(1, opt_.max_window);
@@ -68,15 +70,17 @@ Context::Context(const Model& m, std::unique_ptr<Backend> backend, const Context
     throw;
   }
   ws_.tokens.reserve(R), ws_.pos.reserve(R);
-  ws_.items.reserve(opt_.max_seqs), ws_.appends.reserve(opt_.max_seqs);
+  ws_.items.reserve(opt_.max_seqs), ws_.appends.reserve(opt_.max_seqs), ws_.shape.reserve(opt_.max_seqs);
   ws_.probe_mass.resize(c.n_heads), ws_.probe_arg.resize(c.n_heads);
   ws_.host_q.resize(qd), ws_.host_att.resize(qd);
   ws_.host_logits.resize(int64_t(ws_.logit_rows) * c.vocab_size);
   ws_.top_vals.resize(int64_t(ws_.logit_rows) * Backend::kMaxTopLogits);
   ws_.top_ids.resize(int64_t(ws_.logit_rows) * Backend::kMaxTopLogits);
+  recordings_ = std::make_unique<StepRecordings>(*b_);
 }
 
 Context::~Context() {
+  recordings_.reset();
   for (void* p : allocs_) b_->free(p);
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/kv_pages.h"
+#include "engine/step_recordings.h"
 #include "kernels/backend.h"
 #include "kernels/comm.h"
 #include "model/model.h"
@@ -32,6 +33,10 @@ struct ContextOptions {
   // the others, for a model that is a rank's part (Model::shard); not owned.
   // Null: one device.
   Communicator* comm = nullptr;
+  // Decode steps replayed from recordings where the backend records (CUDA
+  // graphs, engine/step_recordings.h); the environment's CKV_NO_GRAPHS=1
+  // turns them off too.
+  bool record_steps = true;
 };
 
 // Device buffers of the forward pass, allocated once per context. Rows: a
@@ -59,6 +64,7 @@ struct Workspace {
   std::vector<int32_t> tokens, pos;
   std::vector<DecodeItem> items;
   std::vector<AppendItem> appends;
+  std::vector<int32_t> shape;  // the step's shape (engine/step_recordings.h)
   std::vector<float> probe_mass, host_q, host_att;  // [n_heads], [n_heads * hd] x2
   std::vector<int32_t> probe_arg;                   // [n_heads]
   std::vector<float> host_logits;                   // [logit_rows][vocab]
@@ -82,6 +88,7 @@ class Context {
   int decode_rows() const { return decode_rows_; }  // R
   // The collectives of a tensor-parallel rank; null on one device.
   Communicator* comm() const { return opt_.comm; }
+  StepRecordings& recordings() { return *recordings_; }
   // What the press sees of a layer whose keys k ([T][n_kv][hd]) and window
   // queries q ([q_rows][n_heads][hd]) are given: this rank's heads, and
   // where they sit among the whole model's.
@@ -98,6 +105,7 @@ class Context {
   std::unique_ptr<KvPool> pool_;
   Workspace ws_;
   std::vector<void*> allocs_;
+  std::unique_ptr<StepRecordings> recordings_;  // hold the workspace's pointers: dropped before it
 };
 
 }  // namespace ckv

@@ -22,10 +22,10 @@ namespace ckv {
 namespace {
 
 // Attention input of n rows of the residual stream x: q ([n][H*hd]), k and v
-// ([n][G*hd]) at positions pos, post-RoPE.
-void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x, float* xb,
+// ([n][G*hd]) at positions pos, post-RoPE; pos empty: the decode step's rows
+// (Backend::set_step).
+void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x, float* xb, int64_t n,
          std::span<const int32_t> pos, float* q, float* k, float* v) {
-  const int64_t n = static_cast<int64_t>(pos.size());
   b.rmsnorm(x, w.attn_norm, xb, n);
   const MatmulOut outs[] = {{&w.wq, q}, {&w.wk, k}, {&w.wv, v}};
   b.matmul(outs, xb, n);
@@ -38,8 +38,13 @@ void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x
     b.rmsnorm(q, w.q_norm, q, n * c.n_heads);
     b.rmsnorm(k, w.k_norm, k, n * c.n_kv_heads);
   }
-  b.rope(q, pos, c.n_heads);
-  b.rope(k, pos, c.n_kv_heads);
+  if (pos.empty()) {
+    b.rope_step(q, c.n_heads);
+    b.rope_step(k, c.n_kv_heads);
+  } else {
+    b.rope(q, pos, c.n_heads);
+    b.rope(k, pos, c.n_kv_heads);
+  }
 }
 
 // Tensor parallelism: a rank's W_o and W_down hold only its heads' / FFN
@@ -80,6 +85,47 @@ void logits_of(Backend& b, const Model& m, Workspace& ws, const float* x, int64_
   }
 }
 
+// Row r of the head's input for each sequence that wants only its last
+// row's logits: the rows packed to the front of x (one read of the output
+// matrix for the whole batch). Returns how many.
+int64_t pack_last_rows(Backend& b, std::span<DecodeStep> batch, const std::vector<DecodeItem>& items, float* x,
+                       int dim) {
+  int64_t packed = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].all_logits || !batch[i].logits) continue;
+    const int64_t src = items[i].row0 + static_cast<int64_t>(batch[i].tokens.size()) - 1;
+    if (src != packed) b.copy(x + packed * dim, x + src * dim, sizeof(float) * dim);
+    ++packed;
+  }
+  return packed;
+}
+
+// The packed rows [r0, r0 + nr) of ws.logits to their steps: whole rows, or
+// each step's top candidates.
+void send_logits(Backend& b, std::span<DecodeStep> batch, Workspace& ws, int V, int64_t r0, int64_t nr) {
+  int64_t row = 0;  // the batch's sequences in order, skipping those served otherwise
+  int kmax = 0;
+  for (const DecodeStep& st : batch) {
+    if (st.all_logits || !st.logits) continue;
+    if (row >= r0 && row < r0 + nr) {
+      if (st.top > 0) kmax = std::max(kmax, st.top);
+      else b.download(st.logits, ws.logits + (row - r0) * V, sizeof(float) * V);
+    }
+    ++row;
+  }
+  if (kmax == 0) return;
+  b.top_logits(ws.logits, static_cast<int>(nr), V, kmax, ws.top_vals.data(), ws.top_ids.data());
+  row = 0;
+  for (const DecodeStep& st : batch) {
+    if (st.all_logits || !st.logits) continue;
+    if (row >= r0 && row < r0 + nr && st.top > 0) {
+      std::copy_n(ws.top_vals.data() + (row - r0) * kmax, st.top, st.logits);
+      std::copy_n(ws.top_ids.data() + (row - r0) * kmax, st.top, st.top_ids);
+    }
+    ++row;
+  }
+}
+
 // The layers and logits of a decode step whose caches have room for it.
 void forward_decode(Context& ctx, std::span<DecodeStep> batch, const SequenceOptions& so) {
   const Model& m = ctx.model();
@@ -88,76 +134,72 @@ void forward_decode(Context& ctx, std::span<DecodeStep> batch, const SequenceOpt
   Workspace& ws = ctx.ws();
   const int dim = c.dim, V = c.vocab_size;
   const int qd = c.n_heads * c.head_dim;
-  const std::vector<int32_t>& tokens = ws.tokens;
-  const std::vector<int32_t>& pos = ws.pos;
   const std::vector<DecodeItem>& items = ws.items;
-  const std::vector<AppendItem>& appends = ws.appends;
-  const int64_t R = static_cast<int64_t>(tokens.size());
+  const int64_t R = static_cast<int64_t>(ws.tokens.size());
+  b.set_step({ws.tokens, ws.pos, ws.appends});
 
   // Calibration observers see a batch of one sequence and one token.
-  const bool observe = batch.size() == 1 && R == 1;
-  std::vector<float>& host_q = ws.host_q;
-  std::vector<float>& host_att = ws.host_att;
+  const bool observe = batch.size() == 1 && R == 1 && (so.probe || so.on_decode_layer);
   AttnProbeOut probe;
   if (observe && so.probe) probe = {so.probe->lo, so.probe->hi, ws.probe_mass.data(), ws.probe_arg.data()};
-
-  b.embed(tokens, ws.x);
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& w = m.layers[l];
-    qkv(b, c, w, ws.x, ws.xb, pos, ws.q, ws.k, ws.v);
-    b.kv_append(appends, l, ws.k, ws.v);
-    b.attention_decode(ws.q, items, l, ws.att, observe && so.probe ? &probe : nullptr);
-    if (observe && so.probe) so.probe->on_layer(l, ws.probe_mass.data(), ws.probe_arg.data());
-    if (observe && so.on_decode_layer) {
-      b.download(host_q.data(), ws.q, sizeof(float) * qd);
-      b.download(host_att.data(), ws.att, sizeof(float) * qd);
-      so.on_decode_layer(l, host_q.data(), host_att.data());
+  auto layers = [&] {
+    b.embed_step(ws.x);
+    for (int l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& w = m.layers[l];
+      qkv(b, c, w, ws.x, ws.xb, R, {}, ws.q, ws.k, ws.v);
+      b.kv_append_step(l, ws.k, ws.v);
+      b.attention_step(ws.q, l, ws.att, observe && so.probe ? &probe : nullptr);
+      if (observe && so.probe) so.probe->on_layer(l, ws.probe_mass.data(), ws.probe_arg.data());
+      if (observe && so.on_decode_layer) {
+        b.download(ws.host_q.data(), ws.q, sizeof(float) * qd);
+        b.download(ws.host_att.data(), ws.att, sizeof(float) * qd);
+        so.on_decode_layer(l, ws.host_q.data(), ws.host_att.data());
+      }
+      output_and_ffn(ctx, w, ws.x, ws.att, R);
     }
-    output_and_ffn(ctx, w, ws.x, ws.att, R);
+  };
+  auto head = [&](int64_t r0, int64_t nr) {
+    b.rmsnorm(ws.x + r0 * dim, m.output_norm, ws.xn, nr);
+    const MatmulOut o[] = {{&m.output, ws.logits}};
+    b.matmul(o, ws.xn, nr);
+  };
+
+  // A step of last-row logits only (what generation asks) is device work up
+  // to the logits: replayed from a recording of its shape. Observers, whole
+  // rows of logits and tensor parallelism's collectives run directly.
+  bool all_rows = false;
+  std::vector<int32_t>& shape = ws.shape;
+  shape.clear();
+  for (const DecodeStep& st : batch) {
+    all_rows |= st.all_logits && st.logits;
+    shape.push_back(static_cast<int32_t>(st.tokens.size()) * 2 + (st.logits ? 1 : 0));
+  }
+  if (ctx.options().record_steps && !observe && !all_rows && !ctx.comm()) {
+    auto kernels = [&] {
+      layers();
+      const int64_t packed = pack_last_rows(b, batch, items, ws.x, dim);
+      if (packed > 0) head(0, packed);
+    };
+    ctx.recordings().run(shape, kernels);
+    int64_t packed = 0;
+    for (const DecodeStep& st : batch) packed += st.logits ? 1 : 0;
+    if (packed > 0) send_logits(b, batch, ws, V, 0, packed);
+    return;
   }
 
-  // Logits: the sequences' last rows packed together through one product
-  // (one read of the output matrix for the whole batch); a sequence that
-  // asks for every row gets its own.
-  int64_t packed = 0;
+  layers();
+  // Sequences that ask for every row get their own head first (packing
+  // below moves rows).
   for (size_t i = 0; i < batch.size(); ++i) {
     const DecodeStep& st = batch[i];
-    const int n = static_cast<int>(st.tokens.size());
-    if (st.all_logits) logits_of(b, m, ws, ws.x + int64_t(items[i].row0) * dim, n, st.logits);
-    else if (st.logits) {
-      const int64_t src = items[i].row0 + n - 1;
-      if (src != packed) b.copy(ws.x + packed * dim, ws.x + src * dim, sizeof(float) * dim);
-      ++packed;
-    }
+    if (st.all_logits && st.logits)
+      logits_of(b, m, ws, ws.x + int64_t(items[i].row0) * dim, static_cast<int64_t>(st.tokens.size()), st.logits);
   }
-  if (packed > 0) {
-    for (int64_t r0 = 0; r0 < packed; r0 += ws.logit_rows) {
-      const int64_t nr = std::min<int64_t>(ws.logit_rows, packed - r0);
-      b.rmsnorm(ws.x + r0 * dim, m.output_norm, ws.xn, nr);
-      const MatmulOut o[] = {{&m.output, ws.logits}};
-      b.matmul(o, ws.xn, nr);
-      int64_t row = 0;  // the batch's sequences in order, skipping those served above
-      int kmax = 0;
-      for (const DecodeStep& st : batch) {
-        if (st.all_logits || !st.logits) continue;
-        if (row >= r0 && row < r0 + nr) {
-          if (st.top > 0) kmax = std::max(kmax, st.top);
-          else b.download(st.logits, ws.logits + (row - r0) * V, sizeof(float) * V);
-        }
-        ++row;
-      }
-      if (kmax == 0) continue;
-      b.top_logits(ws.logits, static_cast<int>(nr), V, kmax, ws.top_vals.data(), ws.top_ids.data());
-      row = 0;
-      for (const DecodeStep& st : batch) {
-        if (st.all_logits || !st.logits) continue;
-        if (row >= r0 && row < r0 + nr && st.top > 0) {
-          std::copy_n(ws.top_vals.data() + (row - r0) * kmax, st.top, st.logits);
-          std::copy_n(ws.top_ids.data() + (row - r0) * kmax, st.top, st.top_ids);
-        }
-        ++row;
-      }
-    }
+  const int64_t packed = pack_last_rows(b, batch, items, ws.x, dim);
+  for (int64_t r0 = 0; r0 < packed; r0 += ws.logit_rows) {
+    const int64_t nr = std::min<int64_t>(ws.logit_rows, packed - r0);
+    head(r0, nr);
+    send_logits(b, batch, ws, V, r0, nr);
   }
 }
 
@@ -266,7 +308,7 @@ void read_layer(Context& ctx, Sequence& s, int l) {
     const int64_t nc = std::min(C, n - c0);
     float* x = rd.x + c0 * dim;
     const std::span<const int32_t> pos(rd.pos.data() + c0, nc);
-    qkv(b, c, w, x, ws.xb, pos, ws.q, dense.k + (P + c0) * kvd, dense.v + (P + c0) * kvd);
+    qkv(b, c, w, x, ws.xb, nc, pos, ws.q, dense.k + (P + c0) * kvd, dense.v + (P + c0) * kvd);
     b.attention_prefill(ws.q, c0, nc, dense, c.n_heads, c.n_kv_heads, c.head_dim, ws.att);
     const int64_t lo = std::max(c0, n - q_rows);  // window rows within this chunk
     if (rd.compress && lo < c0 + nc)

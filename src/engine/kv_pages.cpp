@@ -114,6 +114,8 @@ void KvCache::sync_device(size_t first_head, size_t n_heads) {
   b.upload(dev_len_ + first_head, len_.data() + first_head, n_heads * sizeof(int32_t));
 }
 
+int KvCache::max_len() const { return len_.empty() ? 0 : *std::max_element(len_.begin(), len_.end()); }
+
 void KvCache::grow(int n) {
   if (n <= 0) return;
   const int P = pool_.page_rows();

@@ -81,6 +81,7 @@ class KvCache {
   void clear();
 
   int len(int layer, int g) const { return len_[idx(layer, g)]; }
+  int max_len() const;  // the longest head of any layer
   int capacity(int layer, int g) const { return n_pages_[idx(layer, g)] * pool_.page_rows(); }
   // Page ids of head (layer, g), in row order.
   std::span<const int32_t> pages(int layer, int g) const {

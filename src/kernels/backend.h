@@ -72,6 +72,13 @@ struct AppendItem {
   KvCache* cache = nullptr;
 };
 
+// A decode step's rows: the token ids and positions of every row and each
+// sequence's rows [row0, row0 + n) with its cache (grown for them already).
+struct StepBatch {
+  std::span<const int32_t> tokens, pos;  // [rows]
+  std::span<const AppendItem> seqs;
+};
+
 // Sizes a context's kernels may be asked to handle, for their scratch.
 struct BackendLimits {
   int max_rows = 1;      // rows of one matrix product / attention call
@@ -165,6 +172,37 @@ class Backend {
   // decode step send back a few candidates per sequence, not the vocabulary.
   static constexpr int kMaxTopLogits = 64;
   virtual void top_logits(const float* logits, int rows, int V, int k, float* vals, int32_t* ids) = 0;
+
+  // ---- a decode step's kernels on the step's own inputs
+  // set_step() gives the step's rows once; the *_step calls then read them
+  // from the device, not from host lists, so that a recorded step (below)
+  // replays with the inputs of the step it serves. These defaults keep a
+  // host copy and call the calls above (the CPU).
+  virtual void set_step(const StepBatch& s);
+  virtual void embed_step(float* x) { embed(step_tokens_, x); }
+  virtual void rope_step(float* x, int n_heads) { rope(x, step_pos_, n_heads); }
+  virtual void kv_append_step(int layer, const float* k, const float* v) { kv_append(step_seqs_, layer, k, v); }
+  virtual void attention_step(const float* q, int layer, float* out, const AttnProbeOut* probe = nullptr) {
+    attention_decode(q, step_items_, layer, out, probe);
+  }
+
+  // ---- recorded decode steps (CUDA graphs; a backend may not record)
+  // Between begin_recording() (false: this backend does not record) and
+  // end_recording() the queued work is recorded, not run; end_recording()
+  // returns the recording's handle. replay(h) runs it on the inputs the last
+  // set_step() gave; false when the recording is gone (the backend's scratch
+  // moved): record again. A recording is valid for every step of the same
+  // shape: the same rows per sequence and the same outputs.
+  virtual bool begin_recording() { return false; }
+  virtual int end_recording() { return -1; }
+  virtual void abort_recording() {}  // ends an open recording, keeping nothing
+  virtual bool replay(int /*handle*/) { return false; }
+  virtual void drop_recording(int /*handle*/) {}
+
+ private:
+  std::vector<int32_t> step_tokens_, step_pos_;
+  std::vector<AppendItem> step_seqs_;
+  std::vector<DecodeItem> step_items_;
 };
 
 // The CPU backend (kernels/cpu); `q8` selects 8-bit activations for small

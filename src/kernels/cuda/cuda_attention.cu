@@ -271,14 +271,14 @@ __global__ void __launch_bounds__(NW * 32) prefill_mma_kernel(const float* __res
 }
 
 // ---- decode (tensor cores, f16 pages) --------------------------------------
-// Block: one DecodeWork = 16 packed query rows (the query heads of KV head g
-// for each of the sequence's new tokens: row p is token p / r, head g*r + p%r)
-// over keys [k0, k1) of the head's pages. Its 4 warps take interleaved
-// 16-key chunks, each double-buffered with cp.async, and merge their states
-// through shared memory at the end.
+// Block (split, tile, seq * n_kv + g) of a DecodeGrid: 16 packed query rows
+// (the query heads of KV head g for each of the sequence's new tokens: row p
+// is token p / r, head g*r + p%r) over its split of the head's keys. Its 4
+// warps take interleaved 16-key chunks, each double-buffered with cp.async,
+// and merge their states through shared memory at the end.
 template <int HD>
 __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict__ q, float* __restrict__ out,
-                                                         PagedPool pool, DecodePlan plan, int H, int G, float qscale) {
+                                                         PagedPool pool, DecodeGrid dg, int H, int G, float qscale) {
   constexpr int RS = WarpFA<HD>::RS;
   constexpr int CH = 16;                  // keys per chunk
   constexpr int STAGE = 2 * CH * RS;      // halves: K then V
@@ -286,11 +286,19 @@ __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   __half* wsm = reinterpret_cast<__half*>(smem_raw) + warp * 2 * STAGE;
 
-  const DecodeWork w = plan.work[blockIdx.x];
-  const PagedSeq sq = plan.seqs[w.seq];
+  const int seq = blockIdx.z / G, g = blockIdx.z % G, tile = blockIdx.y, split = blockIdx.x;
+  const PagedSeq sq = dg.seqs[seq];
   const int r = H / G, nrows = r * sq.n;
-  const int len = sq.len[plan.head_off + w.g];
-  const int32_t* tab = sq.table + static_cast<size_t>(plan.head_off + w.g) * sq.max_pages;
+  if (tile * kDecodeRows >= nrows) return;  // a sequence with fewer tiles than the grid's
+  const int len = sq.len[dg.head_off + g];
+  const int k0 = split * sq.chunk, k1 = min(len, k0 + sq.chunk);
+  const int slot = dg.splits > 1 ? (static_cast<int>(blockIdx.z) * dg.tiles + tile) * dg.splits + split : -1;
+  if (k0 >= k1) {  // past the head's keys: an empty partial (the merge skips it)
+    if (slot >= 0 && threadIdx.x < kDecodeRows)
+      dg.part_ml[(static_cast<size_t>(slot) * kDecodeRows + threadIdx.x) * 2] = -INFINITY;
+    return;
+  }
+  const int32_t* tab = sq.table + static_cast<size_t>(dg.head_off + g) * sq.max_pages;
   const int P = pool.page_rows;
 
   WarpFA<HD> fa;
@@ -298,23 +306,23 @@ __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict
   int lim[2];
 #pragma unroll
   for (int rs = 0; rs < 2; ++rs) {
-    const int p = w.tile * kDecodeRows + gid + 8 * rs;
+    const int p = tile * kDecodeRows + gid + 8 * rs;
     const bool ok = p < nrows;
     const int i = ok ? p / r : 0;
     lim[rs] = ok ? len - sq.n + i + 1 : 0;
-    const float* qrow = ok ? q + (static_cast<int64_t>(sq.row0 + i) * H + w.g * r + p % r) * HD : nullptr;
+    const float* qrow = ok ? q + (static_cast<int64_t>(sq.row0 + i) * H + g * r + p % r) * HD : nullptr;
     fa.load_q_row(rs, qrow, qscale);
   }
 
-  const int nchunks = (w.k1 - w.k0 + CH - 1) / CH;
+  const int nchunks = (k1 - k0 + CH - 1) / CH;
   auto load = [&](int c, int stage) {
     __half* Ks = wsm + stage * STAGE;
     __half* Vs = Ks + CH * RS;
-    const int j0 = w.k0 + c * CH;
+    const int j0 = k0 + c * CH;
     for (int e = lane; e < CH * HD / 8; e += 32) {
       const int row = e / (HD / 8), ch = e % (HD / 8);
       const int j = j0 + row;
-      const bool ok = j < w.k1;
+      const bool ok = j < k1;
       const uint8_t* kp = pool.base;
       if (ok) kp += static_cast<size_t>(tab[j / P]) * pool.page_bytes + static_cast<size_t>(j % P) * HD * 2 + ch * 16;
       cp_async16(Ks + row * RS + ch * 8, kp, ok);
@@ -332,7 +340,7 @@ __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict
       cp_async_wait<0>();
     }
     __syncwarp();
-    const int j0 = w.k0 + c * CH;
+    const int j0 = k0 + c * CH;
     const __half* Ks = wsm + stage * STAGE;
     fa.template step<CH>(Ks, Ks + CH * RS, j0, lim[0], lim[1]);
     __syncwarp();
@@ -360,7 +368,7 @@ __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict
   __syncthreads();
   for (int e = threadIdx.x; e < kDecodeRows * HD; e += blockDim.x) {
     const int row = e / HD, d = e % HD;
-    const int p = w.tile * kDecodeRows + row;
+    const int p = tile * kDecodeRows + row;
     if (p >= nrows) continue;
     float M = -INFINITY;
 #pragma unroll
@@ -374,39 +382,43 @@ __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict
         L += f * ml[(k * kDecodeRows + row) * 2 + 1];
       }
     }
-    if (w.slot < 0) {
+    if (slot < 0) {
       const int i = p / r;
-      out[(static_cast<int64_t>(sq.row0 + i) * H + w.g * r + p % r) * HD + d] = acc / L;
+      out[(static_cast<int64_t>(sq.row0 + i) * H + g * r + p % r) * HD + d] = acc / L;
     } else {
-      plan.part_acc[(static_cast<size_t>(w.slot) * kDecodeRows + row) * HD + d] = acc;
+      dg.part_acc[(static_cast<size_t>(slot) * kDecodeRows + row) * HD + d] = acc;
       if (d == 0) {
-        plan.part_ml[(static_cast<size_t>(w.slot) * kDecodeRows + row) * 2] = M;
-        plan.part_ml[(static_cast<size_t>(w.slot) * kDecodeRows + row) * 2 + 1] = L;
+        dg.part_ml[(static_cast<size_t>(slot) * kDecodeRows + row) * 2] = M;
+        dg.part_ml[(static_cast<size_t>(slot) * kDecodeRows + row) * 2 + 1] = L;
       }
     }
   }
 }
 
-__global__ void decode_combine_kernel(float* __restrict__ out, DecodePlan plan, int H, int G, int HD) {
-  const DecodeCombine c = plan.comb[blockIdx.x];
-  const PagedSeq sq = plan.seqs[c.seq];
+// Block (tile, seq * n_kv + g): merges the tile's splits (empty ones, past
+// the head's keys, hold max -infinity and are skipped).
+__global__ void decode_combine_kernel(float* __restrict__ out, DecodeGrid dg, int H, int G, int HD) {
+  const int seq = blockIdx.y / G, g = blockIdx.y % G, tile = blockIdx.x;
+  const PagedSeq sq = dg.seqs[seq];
   const int r = H / G, nrows = r * sq.n;
+  const size_t slot0 = (static_cast<size_t>(blockIdx.y) * dg.tiles + tile) * dg.splits;
   for (int e = threadIdx.x; e < kDecodeRows * HD; e += blockDim.x) {
     const int row = e / HD, d = e % HD;
-    const int p = c.tile * kDecodeRows + row;
+    const int p = tile * kDecodeRows + row;
     if (p >= nrows) continue;
     float M = -INFINITY;
-    for (int s = 0; s < c.n_splits; ++s)
-      M = fmaxf(M, plan.part_ml[(static_cast<size_t>(c.slot0 + s) * kDecodeRows + row) * 2]);
+    for (int s = 0; s < dg.splits; ++s) M = fmaxf(M, dg.part_ml[((slot0 + s) * kDecodeRows + row) * 2]);
     float acc = 0.0f, L = 0.0f;
-    for (int s = 0; s < c.n_splits; ++s) {
-      const size_t b = static_cast<size_t>(c.slot0 + s) * kDecodeRows + row;
-      const float f = exp2f(plan.part_ml[b * 2] - M);
-      acc += f * plan.part_acc[b * HD + d];
-      L += f * plan.part_ml[b * 2 + 1];
+    for (int s = 0; s < dg.splits; ++s) {
+      const size_t b = (slot0 + s) * kDecodeRows + row;
+      const float m = dg.part_ml[b * 2];
+      if (m == -INFINITY) continue;
+      const float f = exp2f(m - M);
+      acc += f * dg.part_acc[b * HD + d];
+      L += f * dg.part_ml[b * 2 + 1];
     }
     const int i = p / r;
-    out[(static_cast<int64_t>(sq.row0 + i) * H + c.g * r + p % r) * HD + d] = acc / L;
+    out[(static_cast<int64_t>(sq.row0 + i) * H + g * r + p % r) * HD + d] = acc / L;
   }
 }
 
@@ -587,7 +599,7 @@ void launch_prefill_mma(const float* q, const __half* kh, const __half* vh, int6
 }
 
 template <int HD>
-void launch_decode_mma(const float* q, float* out, const PagedPool& pool, const DecodePlan& plan, int H, int G,
+void launch_decode_mma(const float* q, float* out, const PagedPool& pool, const DecodeGrid& dg, int H, int G,
                        cudaStream_t s) {
   static std::atomic<uint64_t> attr{0};  // once per device
   const size_t smem = decode_smem<HD>();
@@ -595,10 +607,11 @@ void launch_decode_mma(const float* q, float* out, const PagedPool& pool, const 
     CKV_CUDA_CHECK(cudaFuncSetAttribute(decode_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));
   const float qscale = kLog2e / std::sqrt(static_cast<float>(HD));
-  decode_mma_kernel<HD><<<plan.n_work, 128, smem, s>>>(q, out, pool, plan, H, G, qscale);
+  const unsigned pairs = static_cast<unsigned>(dg.n_seqs) * G;
+  decode_mma_kernel<HD><<<dim3(dg.splits, dg.tiles, pairs), 128, smem, s>>>(q, out, pool, dg, H, G, qscale);
   CKV_LAUNCH_CHECK();
-  if (plan.n_comb > 0) {
-    decode_combine_kernel<<<plan.n_comb, 256, 0, s>>>(out, plan, H, G, HD);
+  if (dg.splits > 1) {
+    decode_combine_kernel<<<dim3(dg.tiles, pairs), 256, 0, s>>>(out, dg, H, G, HD);
     CKV_LAUNCH_CHECK();
   }
 }
@@ -643,14 +656,14 @@ void attention_prefill_generic(const float* q, const float* k, const float* v, f
   CKV_LAUNCH_CHECK();
 }
 
-void attention_decode_split(const float* q, float* out, const PagedPool& pool, const DecodePlan& plan, int n_heads,
+void attention_decode_split(const float* q, float* out, const PagedPool& pool, const DecodeGrid& dg, int n_heads,
                             int n_kv, int hd, cudaStream_t s) {
   if (pool.elem != KvElem::F16) throw Error("CUDA decode: the tensor-core kernel reads f16 pages");
-  if (plan.n_work == 0) return;
+  if (dg.n_seqs == 0 || dg.tiles == 0) return;
   if (hd == 64)
-    launch_decode_mma<64>(q, out, pool, plan, n_heads, n_kv, s);
+    launch_decode_mma<64>(q, out, pool, dg, n_heads, n_kv, s);
   else if (hd == 128)
-    launch_decode_mma<128>(q, out, pool, plan, n_heads, n_kv, s);
+    launch_decode_mma<128>(q, out, pool, dg, n_heads, n_kv, s);
   else
     throw Error("CUDA decode: no tensor-core kernel for head dim " + std::to_string(hd));
 }

@@ -513,6 +513,13 @@ struct Scratch {
   size_t cap = 0;
 };
 
+// A decode batch's sequences as the kernels see them (CudaBackend::list_seqs).
+struct SeqList {
+  int n = 0, max_n = 0;   // sequences with rows; most rows of one
+  int G = 0, tiles = 0, splits = 1;
+  PagedPool pool{};
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaOptions& o) : opt_(o) {
@@ -538,7 +545,8 @@ class CudaBackend final : public Backend {
       cublasLtMatrixLayoutDestroy(p.c);
     }
     for (void* p : owned_) cudaFree(p);
-    for (Scratch* s : {&xb_, &meta_, &part_, &ws_, &topk_, &kv16_, &toplog_, &pos_up_.buf, &seq_up_.buf, &plan_up_.buf})
+    for (auto& [h, ex] : recordings_) cudaGraphExecDestroy(ex);
+    for (Scratch* s : {&xb_, &meta_, &part_, &ws_, &topk_, &kv16_, &toplog_, &pos_up_.buf, &seq_up_.buf, &step_buf_})
       cudaFree(s->p);
     cudaFree(lt_ws_);
     if (stage_.host) cudaFreeHost(stage_.host);
@@ -674,7 +682,31 @@ class CudaBackend final : public Backend {
   std::vector<std::vector<int32_t>> top_k(const float* score, int rows, int n, std::span<const int> k) override;
   void top_logits(const float* logits, int rows, int V, int k, float* vals, int32_t* ids) override;
 
+  // ---- a decode step on its own inputs, recorded as a CUDA graph
+  void set_step(const StepBatch& s) override;
+  void embed_step(float* x) override;
+  void rope_step(float* x, int n_heads) override;
+  void kv_append_step(int layer, const float* k, const float* v) override {
+    append_launch(step_, step_seqs_, layer, k, v);
+  }
+  void attention_step(const float* q, int layer, float* out, const AttnProbeOut* probe) override {
+    decode_launch(step_, step_seqs_, q, layer, out, probe);
+  }
+  bool begin_recording() override;
+  int end_recording() override;
+  void abort_recording() override;
+  bool replay(int handle) override;
+  void drop_recording(int handle) override;
+
  private:
+  template <class Item>
+  SeqList list_seqs(std::span<const Item> items, const char* what);
+  float* partials(int64_t slots);
+  void decode_launch(const SeqList& sl, const PagedSeq* dseqs, const float* q, int layer, float* out,
+                     const AttnProbeOut* probe);
+  void append_launch(const SeqList& sl, const PagedSeq* dseqs, int layer, const float* k, const float* v);
+  void drop_all_recordings();
+
   struct GemmPlan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -709,6 +741,7 @@ class CudaBackend final : public Backend {
     if (bytes <= s.cap) return s.p;
     const size_t want = std::max(bytes, s.cap + s.cap / 4);
     if (s.p) {
+      drop_all_recordings();  // they may refer to the buffer that moves
       CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
       CKV_CUDA_CHECK(cudaFree(s.p));
       scratch_bytes_ -= s.cap;
@@ -805,12 +838,20 @@ class CudaBackend final : public Backend {
   // x as bf16 for the products; metadata; decode partials; window scores;
   // top-k keys/values/temp; f16 K/V for the tensor-core prefill.
   Scratch xb_, meta_, part_, ws_, topk_, kv16_, toplog_;
-  Cached pos_up_, seq_up_, plan_up_;
-  std::vector<PagedSeq> seqs_;  // host lists of a decode call, reused
-  std::vector<const KvCache*> caches_;
-  std::vector<DecodeWork> work_;
-  std::vector<DecodeCombine> comb_;
-  std::vector<uint8_t> plan_host_;
+  Cached pos_up_, seq_up_;
+  std::vector<PagedSeq> seqs_;  // host list of a decode call, reused
+  // The step's inputs (set_step): where they are on the device, its batch.
+  Scratch step_buf_;
+  std::vector<uint8_t> step_host_;
+  SeqList step_;
+  int64_t step_rows_ = 0;
+  const int32_t* step_tokens_ = nullptr;
+  const int32_t* step_pos_ = nullptr;
+  const PagedSeq* step_seqs_ = nullptr;
+  // Recorded steps by handle.
+  std::map<int, cudaGraphExec_t> recordings_;
+  int next_recording_ = 0;
+  bool recording_ = false;
 };
 
 // ---- prepare ----------------------------------------------------------------
@@ -904,6 +945,14 @@ void CudaBackend::prepare(const Model& m, const BackendLimits& lim) {
                                             int64_t(m.config.n_heads) * m.config.head_dim});
   grow(xb_, static_cast<size_t>(std::max(1, lim.max_rows) * widest) * 2, "CUDA activations (bf16)");
   grow(meta_, std::max<size_t>(1 << 20, static_cast<size_t>(lim.max_rows) * 8), "CUDA metadata scratch");
+  // A decode step's inputs and partials for the largest batch (list_seqs:
+  // sequences x KV heads x tiles x splits stays under pairs + 4 per SM).
+  const int64_t R = std::min<int64_t>(lim.max_rows, int64_t(lim.max_seqs) * 8);
+  grow(step_buf_, static_cast<size_t>(2 * ((R * 4 + 15) / 16 * 16)) + lim.max_seqs * sizeof(PagedSeq),
+       "CUDA decode step inputs");
+  const int G = std::max(1, m.config.n_kv_heads);
+  const int64_t tiles = ceil_div(int64_t(m.config.n_heads / G) * std::min<int64_t>(8, lim.max_rows), kDecodeTileRows);
+  partials(int64_t(lim.max_seqs) * G * tiles + 4LL * prop_.multiProcessorCount);
   CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -1028,117 +1077,204 @@ void check_batch(std::span<const Item> items, int layer, const char* what) {
   }
 }
 
-void CudaBackend::attention_decode(const float* q, std::span<const DecodeItem> items, int layer, float* out,
-                                   const AttnProbeOut* probe) {
-  if (items.empty()) return;
-  const KvCache& c0 = *items[0].cache;
-  const int G = c0.n_kv_heads(), hd = c0.head_dim(), H = cfg_.n_heads;
-  if (H <= 0 || H % G != 0) throw Error("CUDA decode attention: prepare() a model with this cache's shape first");
-  check_batch(items, layer, "decode attention");
-  const PagedPool pool = pool_of(c0);
+// The device's view of a batch's sequences (host list in seqs_): each
+// sequence's split length for the tensor-core decode, sized so that the
+// launch has a few blocks per SM at the batch's longest head; the splits a
+// (sequence, KV head, tile) gets depend only on the batch's shape, so that a
+// recorded step replays at any length (empty splits end at once).
+template <class Item>
+SeqList CudaBackend::list_seqs(std::span<const Item> items, const char* what) {
   seqs_.clear();
-  caches_.clear();
-  int max_n = 0;
-  for (const DecodeItem& it : items) {
+  SeqList sl;
+  if (items.empty()) return sl;
+  const KvCache& c0 = *items[0].cache;
+  const int G = c0.n_kv_heads(), H = cfg_.n_heads;
+  if (H <= 0 || H % G != 0 || c0.head_dim() != cfg_.head_dim)
+    throw Error(std::string("CUDA ") + what + ": prepare() a model with this cache's shape first");
+  for (const Item& it : items) {
+    if (&it.cache->pool() != &c0.pool())
+      throw Error(std::string("CUDA ") + what + ": the batch's caches use different pools");
     if (it.n <= 0) continue;
-    seqs_.push_back(PagedSeq{it.cache->device_table(), it.cache->device_len(), it.cache->max_pages(), it.row0, it.n});
-    caches_.push_back(it.cache);
-    max_n = std::max(max_n, it.n);
+    seqs_.push_back(PagedSeq{it.cache->device_table(), it.cache->device_len(), it.cache->max_pages(), it.row0, it.n,
+                             it.cache->max_len()});
+    sl.max_n = std::max(sl.max_n, it.n);
   }
-  if (seqs_.empty()) return;
-  const int head_off = layer * G;
-  const auto* dseqs = cached_upload<PagedSeq>(seq_up_, seqs_.data(), seqs_.size() * sizeof(PagedSeq), "CUDA page lists");
-  const bool fast = !probe && pool.elem == KvElem::F16 && decode_split_supported(hd);
+  sl.n = static_cast<int>(seqs_.size());
+  if (sl.n == 0) return sl;
+  sl.pool = pool_of(c0);
+  sl.G = G;
+  sl.tiles = static_cast<int>(ceil_div(int64_t(H / G) * sl.max_n, kDecodeTileRows));
+  const int64_t pairs = int64_t(sl.n) * G * sl.tiles;
+  sl.splits = static_cast<int>(std::max<int64_t>(1, ceil_div(4LL * prop_.multiProcessorCount, pairs)));
+  const int tk = decode_tile_keys();
+  for (PagedSeq& sq : seqs_) {
+    const int longest = std::max(1, sq.chunk);  // max_len, set above
+    const int per = static_cast<int>(ceil_div(longest, sl.splits));
+    // at least 4 tiles of keys a split (fewer splits in use), all of them with one split
+    sq.chunk = static_cast<int>(ceil_div(sl.splits == 1 ? longest : std::max(per, 4 * tk), tk) * tk);
+  }
+  return sl;
+}
+
+// Decode partials for up to `slots` splits.
+float* CudaBackend::partials(int64_t slots) {
+  const size_t bytes = static_cast<size_t>(slots) * kDecodeTileRows * (cfg_.head_dim + 2) * 4;
+  return static_cast<float*>(grow(part_, bytes, "CUDA decode partials"));
+}
+
+void CudaBackend::decode_launch(const SeqList& sl, const PagedSeq* dseqs, const float* q, int layer, float* out,
+                                const AttnProbeOut* probe) {
+  if (sl.n == 0) return;
+  const int G = sl.G, hd = cfg_.head_dim, H = cfg_.n_heads;
+  const bool fast = !probe && sl.pool.elem == KvElem::F16 && decode_split_supported(hd);
   if (!fast) {
     float* pm = nullptr;
     int32_t* pa = nullptr;
     if (probe) {
-      if (seqs_.size() != 1 || max_n != 1)
+      if (sl.n != 1 || sl.max_n != 1)
         throw Error("CUDA decode attention: the probe needs a batch of one sequence and one token");
       auto* base = static_cast<uint8_t*>(grow(meta_, static_cast<size_t>(H) * 8, "CUDA metadata scratch"));
       pm = reinterpret_cast<float*>(base);
       pa = reinterpret_cast<int32_t*>(base + static_cast<size_t>(H) * 4);
     }
-    attention_decode_generic(q, out, pool, dseqs, static_cast<int>(seqs_.size()), max_n, head_off, H, G, hd,
-                             probe ? probe->lo : 0, probe ? probe->hi : 0, pm, pa, stream_);
+    attention_decode_generic(q, out, sl.pool, dseqs, sl.n, sl.max_n, layer * G, H, G, hd, probe ? probe->lo : 0,
+                             probe ? probe->hi : 0, pm, pa, stream_);
     if (probe) {
       download(probe->mass, pm, static_cast<size_t>(H) * 4);
       download(probe->argmax, pa, static_cast<size_t>(H) * 4);
     }
     return;
   }
-  // Plan on the host: tiles of 16 packed query rows per (sequence, KV head),
-  // each split along its keys so that the launch has a few blocks per SM.
-  const int r = H / G;
-  int64_t tiles_total = 0;
-  for (const PagedSeq& sq : seqs_) tiles_total += G * ceil_div(int64_t(r) * sq.n, kDecodeTileRows);
-  const int64_t target = 4LL * prop_.multiProcessorCount;
-  const int64_t want_splits = std::max<int64_t>(1, ceil_div(target, tiles_total));
-  work_.clear();
-  comb_.clear();
-  int slots = 0;
-  const int tk = decode_tile_keys();
-  for (size_t si = 0; si < seqs_.size(); ++si) {
-    const int tiles = static_cast<int>(ceil_div(int64_t(r) * seqs_[si].n, kDecodeTileRows));
-    for (int g = 0; g < G; ++g) {
-      const int L = caches_[si]->len(layer, g);
-      const int64_t max_splits = std::max<int64_t>(1, L / (4 * tk));  // at least 4 tiles of keys a split
-      const int64_t splits0 = std::min(want_splits, max_splits);
-      const int chunk = static_cast<int>(ceil_div(ceil_div(L, splits0), tk) * tk);
-      const int splits = static_cast<int>(ceil_div(L, chunk));
-      for (int t = 0; t < tiles; ++t) {
-        if (splits == 1) {
-          work_.push_back(DecodeWork{static_cast<int>(si), g, t, 0, L, -1});
-          continue;
-        }
-        comb_.push_back(DecodeCombine{static_cast<int>(si), g, t, slots, splits});
-        for (int sp = 0; sp < splits; ++sp)
-          work_.push_back(DecodeWork{static_cast<int>(si), g, t, sp * chunk, std::min(L, (sp + 1) * chunk), slots++});
-      }
-    }
-  }
-  // One upload: work | comb (skipped when the previous layer's was the same).
-  auto align = [](size_t b) { return (b + 15) / 16 * 16; };
-  const size_t b_work = align(work_.size() * sizeof(DecodeWork)), b_comb = comb_.size() * sizeof(DecodeCombine);
-  plan_host_.assign(b_work + b_comb, 0);
-  std::memcpy(plan_host_.data(), work_.data(), work_.size() * sizeof(DecodeWork));
-  if (b_comb) std::memcpy(plan_host_.data() + b_work, comb_.data(), b_comb);
-  auto* d = cached_upload<uint8_t>(plan_up_, plan_host_.data(), plan_host_.size(), "CUDA decode plan");
-  float* part = nullptr;
-  if (slots > 0)
-    part = static_cast<float*>(grow(part_, static_cast<size_t>(slots) * kDecodeTileRows * (hd + 2) * 4,
-                                    "CUDA decode partials"));
-  DecodePlan plan;
-  plan.seqs = dseqs;
-  plan.work = reinterpret_cast<const DecodeWork*>(d);
-  plan.comb = reinterpret_cast<const DecodeCombine*>(d + b_work);
-  plan.n_work = static_cast<int>(work_.size());
-  plan.n_comb = static_cast<int>(comb_.size());
-  plan.head_off = head_off;
-  plan.part_acc = part;
-  plan.part_ml = part ? part + static_cast<size_t>(slots) * kDecodeTileRows * hd : nullptr;
-  attention_decode_split(q, out, pool, plan, H, G, hd, stream_);
+  const int64_t slots = int64_t(sl.n) * G * sl.tiles * sl.splits;
+  float* part = sl.splits > 1 ? partials(slots) : nullptr;
+  DecodeGrid dg{dseqs, sl.n, sl.tiles, sl.splits, layer * G, part,
+                part ? part + static_cast<size_t>(slots) * kDecodeTileRows * hd : nullptr};
+  attention_decode_split(q, out, sl.pool, dg, H, G, hd, stream_);
+}
+
+void CudaBackend::append_launch(const SeqList& sl, const PagedSeq* dseqs, int layer, const float* k, const float* v) {
+  if (sl.n == 0) return;
+  kv_append_kernel<<<dim3(sl.max_n, sl.G, static_cast<unsigned>(sl.n)), 128, 0, stream_>>>(
+      sl.pool, dseqs, layer * sl.G, k, v, sl.G, cfg_.head_dim);
+  CKV_LAUNCH_CHECK();
+}
+
+void CudaBackend::attention_decode(const float* q, std::span<const DecodeItem> items, int layer, float* out,
+                                   const AttnProbeOut* probe) {
+  if (items.empty()) return;
+  check_batch(items, layer, "decode attention");
+  const SeqList sl = list_seqs(items, "decode attention");
+  if (sl.n == 0) return;
+  const auto* d = cached_upload<PagedSeq>(seq_up_, seqs_.data(), seqs_.size() * sizeof(PagedSeq), "CUDA page lists");
+  decode_launch(sl, d, q, layer, out, probe);
 }
 
 // ---- KV store ---------------------------------------------------------------
 
 void CudaBackend::kv_append(std::span<const AppendItem> items, int layer, const float* k, const float* v) {
   if (items.empty()) return;
-  const KvCache& c0 = *items[0].cache;
-  const int G = c0.n_kv_heads(), hd = c0.head_dim();
   check_batch(items, layer, "kv_append");
-  seqs_.clear();
-  int max_n = 0;
-  for (const AppendItem& it : items) {
-    if (it.n <= 0) continue;
-    seqs_.push_back(PagedSeq{it.cache->device_table(), it.cache->device_len(), it.cache->max_pages(), it.row0, it.n});
-    max_n = std::max(max_n, it.n);
-  }
-  if (seqs_.empty()) return;
+  const SeqList sl = list_seqs(items, "kv_append");
+  if (sl.n == 0) return;
   const auto* d = cached_upload<PagedSeq>(seq_up_, seqs_.data(), seqs_.size() * sizeof(PagedSeq), "CUDA page lists");
-  kv_append_kernel<<<dim3(max_n, G, static_cast<unsigned>(seqs_.size())), 128, 0, stream_>>>(pool_of(c0), d, layer * G,
-                                                                                              k, v, G, hd);
+  append_launch(sl, d, layer, k, v);
+}
+
+// ---- a decode step on its own inputs ---------------------------------------
+
+// One upload a step: [tokens][positions][page lists], into a buffer sized at
+// prepare() that every recorded step reads.
+void CudaBackend::set_step(const StepBatch& s) {
+  const int64_t R = static_cast<int64_t>(s.tokens.size());
+  if (static_cast<int64_t>(s.pos.size()) != R)
+    throw Error("CUDA decode step: " + std::to_string(s.pos.size()) + " positions for " + std::to_string(R) + " rows");
+  for (int32_t t : s.tokens)
+    if (t < 0 || t >= cfg_.vocab_size)
+      throw Error("token id " + std::to_string(t) + " out of range [0, " + std::to_string(cfg_.vocab_size) + ")");
+  if (!s.seqs.empty()) check_batch(s.seqs, 0, "decode step");
+  step_ = list_seqs(s.seqs, "decode step");
+  step_rows_ = R;
+  const size_t b_ids = (static_cast<size_t>(R) * 4 + 15) / 16 * 16;
+  const size_t bytes = 2 * b_ids + seqs_.size() * sizeof(PagedSeq);
+  auto* d = static_cast<uint8_t*>(grow(step_buf_, bytes, "CUDA decode step inputs"));
+  step_host_.assign(bytes, 0);
+  std::memcpy(step_host_.data(), s.tokens.data(), s.tokens.size_bytes());
+  std::memcpy(step_host_.data() + b_ids, s.pos.data(), s.pos.size_bytes());
+  if (!seqs_.empty()) std::memcpy(step_host_.data() + 2 * b_ids, seqs_.data(), seqs_.size() * sizeof(PagedSeq));
+  upload(d, step_host_.data(), bytes);
+  step_tokens_ = reinterpret_cast<const int32_t*>(d);
+  step_pos_ = reinterpret_cast<const int32_t*>(d + b_ids);
+  step_seqs_ = reinterpret_cast<const PagedSeq*>(d + 2 * b_ids);
+  // The partials the step's attention needs, now (never while recording).
+  if (step_.n > 0 && step_.splits > 1) partials(int64_t(step_.n) * step_.G * step_.tiles * step_.splits);
+}
+
+void CudaBackend::embed_step(float* x) {
+  if (step_rows_ == 0) return;
+  const Weight& e = weight(*embd_);
+  embed_kernel<<<grid_for(step_rows_ * e.cols, 256), 256, 0, stream_>>>(e.bf, step_tokens_, x, step_rows_,
+                                                                         static_cast<int>(e.cols));
   CKV_LAUNCH_CHECK();
+}
+
+void CudaBackend::rope_step(float* x, int n_heads) {
+  if (step_rows_ == 0) return;
+  if (!inv_freq_) throw Error("CUDA rope: prepare() was not called");
+  rope_kernel<<<grid_for(step_rows_ * n_heads * (hd_ / 2), 256), 256, 0, stream_>>>(
+      x, step_pos_, step_rows_, n_heads, hd_, inv_freq_, pos_scale_, interleaved_);
+  CKV_LAUNCH_CHECK();
+}
+
+// ---- recorded steps (CUDA graphs) ------------------------------------------
+
+bool CudaBackend::begin_recording() {
+  if (recording_) throw Error("CUDA: a step is being recorded already");
+  CKV_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  recording_ = true;
+  return true;
+}
+
+int CudaBackend::end_recording() {
+  if (!recording_) throw Error("CUDA: no step is being recorded");
+  recording_ = false;
+  cudaGraph_t g = nullptr;
+  CKV_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  cudaGraphExec_t ex = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&ex, g, 0);
+  cudaGraphDestroy(g);
+  CKV_CUDA_CHECK(e);
+  const int h = next_recording_++;
+  recordings_[h] = ex;
+  return h;
+}
+
+void CudaBackend::abort_recording() {
+  if (!recording_) return;
+  recording_ = false;
+  cudaGraph_t g = nullptr;
+  if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+  cudaGetLastError();  // a capture's errors are not the context's
+}
+
+bool CudaBackend::replay(int handle) {
+  auto it = recordings_.find(handle);
+  if (it == recordings_.end()) return false;
+  CKV_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+  return true;
+}
+
+void CudaBackend::drop_recording(int handle) {
+  auto it = recordings_.find(handle);
+  if (it == recordings_.end()) return;
+  cudaGraphExecDestroy(it->second);
+  recordings_.erase(it);
+}
+
+void CudaBackend::drop_all_recordings() {
+  if (recordings_.empty()) return;
+  cudaStreamSynchronize(stream_);  // a replay may still read what moves
+  for (auto& [h, ex] : recordings_) cudaGraphExecDestroy(ex);
+  recordings_.clear();
 }
 
 void CudaBackend::kv_gather(KvCache& cache, int layer, const DenseKV& src, std::span<const std::vector<int32_t>> rows) {

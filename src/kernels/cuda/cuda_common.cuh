@@ -71,20 +71,24 @@ struct PagedSeq {
   const int32_t* len;    // [layers * n_kv] rows, counting the new tokens
   int max_pages;
   int row0, n;           // query rows [row0, row0 + n) of the batch
+  int chunk;             // keys of one split of the tensor-core decode (a multiple of 64)
 };
 
 // Query rows of one decode tile: KV head g's query heads for each new token
 // of a sequence, packed (row p = token p / r, head g*r + p % r), 16 a tile.
 constexpr int kDecodeTileRows = 16;
-// A block's share of a decode: rows [16*tile, 16*tile + 16) of KV head g's packed
-// query group of sequence `seq`, over keys [k0, k1); partial results go to
-// slot `slot` (or straight to out when slot < 0).
-struct DecodeWork {
-  int seq, g, tile, k0, k1, slot;
-};
-// Merges the partials of splits [slot0, slot0 + n_splits) of one tile.
-struct DecodeCombine {
-  int seq, g, tile, slot0, n_splits;
+// The tensor-core decode's grid: block (split, tile, seq * n_kv + g) takes
+// rows [16 tile, 16 tile + 16) of KV head g's packed query group of sequence
+// seq over keys [split * chunk, (split + 1) * chunk) clipped to the head's
+// length, which the kernel reads on the device (so that a recorded step
+// replays at any length). With splits > 1 each block leaves a partial in its
+// slot and a second kernel merges a tile's splits.
+struct DecodeGrid {
+  const PagedSeq* seqs;  // device [n_seqs]
+  int n_seqs, tiles, splits;
+  int head_off;          // layer * n_kv
+  float* part_acc;       // [n_seqs * n_kv * tiles * splits][16][hd]
+  float* part_ml;        // [same][16][2] (max in log2 units, sum)
 };
 
 struct PagedPool {
@@ -94,19 +98,9 @@ struct PagedPool {
   KvElem elem;
 };
 
-struct DecodePlan {
-  const PagedSeq* seqs;        // device
-  const DecodeWork* work;      // device [n_work]
-  const DecodeCombine* comb;   // device [n_comb]
-  int n_work, n_comb;
-  int head_off;                // layer * n_kv
-  float* part_acc;             // [slots][16][hd]
-  float* part_ml;              // [slots][16][2] (max in log2 units, sum)
-};
-
 // Flash-decoding over f16 pages on the tensor cores, head dims 64 and 128
 // (others, and f32 pages: the generic kernel).
-void attention_decode_split(const float* q, float* out, const PagedPool& pool, const DecodePlan& plan, int n_heads,
+void attention_decode_split(const float* q, float* out, const PagedPool& pool, const DecodeGrid& grid, int n_heads,
                             int n_kv, int hd, cudaStream_t s);
 bool decode_split_supported(int hd);
 int decode_tile_keys();  // a split's keys are best a multiple of this (4 warps x 16 keys)
