@@ -108,7 +108,7 @@ void budget_plot_png(const std::string& path, const std::string& title, const st
   s << terminal(720, 480);
   s << "set output " << quoted(path) << "\n";
   s << "set title " << quoted(title) << " noenhanced\n";
-  s << "set xlabel 'budget (tokens per layer and KV head)'\nset ylabel " << quoted(ylabel) << "\n";
+  s << "set xlabel 'budget (tokens per layer and KV head)'\nset ylabel " << quoted(ylabel) << " noenhanced\n";
   s << "set logscale x 2\nset grid\nset key outside right noenhanced\n";
   if (percent) s << "set yrange [0:100]\n";
   int lo = 0, hi = 0;
