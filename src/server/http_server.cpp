@@ -2,6 +2,10 @@
 
 #include <httplib.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 
 #include "server/openai_response.h"
@@ -44,6 +48,13 @@ int HttpServer::bind() {
   if (port == 0) port = svr_->bind_to_any_port(opt_.host);
   else if (!svr_->bind_to_port(opt_.host, port)) port = -1;
   if (port <= 0) throw Error("cannot listen on " + opt_.host + ":" + std::to_string(opt_.port) + " (in use, or not an address of this host)");
+  // cpp-httplib listens with a backlog of 5: a burst of clients connecting
+  // at once (64 in the load test) overflows it and the kernel drops some
+  // of the connections before the server sees them. Listening again on the
+  // bound socket sets the kernel's largest backlog.
+  if (listen_fd_ >= 0 && ::listen(listen_fd_, SOMAXCONN) != 0)
+    throw Error("cannot raise the listen backlog on " + opt_.host + ":" + std::to_string(port) + ": " +
+                std::strerror(errno));
   return port;
 }
 
@@ -58,6 +69,11 @@ void HttpServer::routes() {
   // Each streamed token is a small write: without TCP_NODELAY, Nagle's
   // algorithm holds it for the client's delayed ACK (~40 ms a token).
   s.set_tcp_nodelay(true);
+  // The listening socket, for bind() (what httplib's default options set, and its descriptor).
+  s.set_socket_options([this](socket_t fd) {
+    httplib::default_socket_options(fd);
+    listen_fd_ = fd;
+  });
   s.set_payload_max_length(opt_.max_body);
   // An idle kept-alive connection holds its thread until this timeout, and
   // stop() waits for it: 2 s bounds a clean shutdown.

@@ -40,6 +40,7 @@ class HttpServer {
   Metrics& metrics_;
   HttpOptions opt_;
   std::unique_ptr<httplib::Server> svr_;
+  int listen_fd_ = -1;  // the listening socket (its backlog is raised after bind)
 };
 
 // The built-in web page (web_page.html, embedded at build time).
