@@ -217,7 +217,10 @@ CLI::App* add_bench(CLI::App& app, std::function<int()>& action) {
       ->check(CLI::Range(1, 1024));
   c->add_flag("--json", a->json, "one JSON object per test");
   c->add_flag("--no-warmup", a->no_warmup, "skip the warm-up run");
-  c->callback([a, &action] { action = [a] { return bench(*a); }; });
+  c->callback([a, &action] { action = [a] {
+      default_kv_type(a->kv, a->model);
+      return bench(*a);
+    }; });
   return c;
 }
 

@@ -140,6 +140,10 @@ std::function<std::unique_ptr<Backend>(int rank)> rank_backend_factory(const Mod
   return [q8](int) { return make_cpu_backend(q8); };
 }
 
+void default_kv_type(SessionArgs& kv, const ModelArgs& m) {
+  if (kv.kv_type.empty()) kv.kv_type = device_of(m) == "cuda" ? "f16" : "f32";
+}
+
 std::string device_of(const ModelArgs& a) {
   if (!a.device.empty()) return a.device;
   return cuda_available() ? "cuda" : "cpu";
@@ -214,8 +218,9 @@ void add_session_args(CLI::App* app, SessionArgs& a) {
   app->add_option("--kv-beta", a.beta, "PyramidKV beta (pyramidkv)")->check(int_range(1, INT32_MAX));
   app->add_option("--kv-dump-kept", a.dump_kept, "write the kept prompt positions as JSON");
   app->add_option("--kv-type", a.kv_type,
-                  "cache rows: f32 (default, exact) or f16 (half the KV memory and traffic, as llama.cpp's default; "
-                  "rounds keys and values to 11 bits)");
+                  "cache rows: f32 (exact; the default on the CPU) or f16 (half the KV memory and traffic, the "
+                  "default on CUDA, whose fast decode kernel reads f16 pages, as llama.cpp's; rounds keys and values "
+                  "to 11 bits)");
   app->add_option("--matmul", a.matmul,
                   "exact (default: fp32 on exactly dequantised weights, matches the references) or q8 "
                   "(decoding with 8-bit activations and integer dot products, as llama.cpp; ~1.25x faster "
@@ -301,7 +306,7 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   o.press.n_sinks = a.sinks;
   o.press.alpha = a.alpha;
   o.press.beta = a.beta;
-  o.kv_type = parse_kv_type(a.kv_type);
+  o.kv_type = parse_kv_type(a.kv_type.empty() ? "f32" : a.kv_type);
   if (a.matmul == "exact") o.q8_matmul = false;
   else if (a.matmul == "q8") o.q8_matmul = true;
   else throw Error("--matmul must be exact or q8, got '" + a.matmul + "'");

@@ -71,13 +71,17 @@ struct SessionArgs {
   std::string profile;
   std::string dump_kept;
   std::string matmul = "exact";  // --matmul exact|q8
-  std::string kv_type = "f32";   // --kv-type f32|f16
+  std::string kv_type;           // --kv-type f32|f16; "" = default_kv_type()
   const CLI::App* app = nullptr;  // the subcommand: which flags were given
 };
 void add_session_args(CLI::App* app, SessionArgs& a);
 // --kv-window-at (run, bench and eval share it).
 void add_window_at_arg(CLI::App* app, SessionArgs& a);
-// Session options for these flags; loads and checks the profile into `prof`.
+// --kv-type's default where not given: f16 pages on CUDA (what its split-K
+// decode kernel reads; llama.cpp's default), f32 on the CPU (exact).
+void default_kv_type(SessionArgs& kv, const ModelArgs& m);
+// Session options for these flags; loads and checks the profile into `prof`
+// (no --kv-type: f32).
 // Checks the method name first, then warns about flags the method ignores.
 SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof);
 // Path of a shipped profile (profiles/) matching the model's shape and

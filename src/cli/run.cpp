@@ -150,7 +150,10 @@ CLI::App* add_run(CLI::App& app, std::function<int()>& action) {
   c->add_option("-s,--seed", a->seed, "random seed (-1: random)")->check(int_range(-1, INT64_MAX, "(-1: random)"));
   c->add_option("--stop", a->stop, "stop at this string (repeatable)");
   c->add_flag("--ignore-eos", a->ignore_eos, "do not stop at end-of-sequence tokens");
-  c->callback([a, c, &action] { action = [a, c] { return run(*a, *c); }; });
+  c->callback([a, c, &action] { action = [a, c] {
+      default_kv_type(a->kv, a->model);
+      return run(*a, *c);
+    }; });
   return c;
 }
 

@@ -220,7 +220,10 @@ CLI::App* add_serve(CLI::App& app, std::function<int()>& action) {
   c->add_option("--chat-template", a->chat_template, "chat template family: chatml, llama3, mistral, llama2");
   c->add_option("--max-body", a->max_body, "largest request body (bytes, suffixes as --kv-memory)");
   c->add_option("--alias", a->alias, "model id in /v1/models (default: the model file's stem)");
-  c->callback([a, c, &action] { action = [a, c] { return serve(*a, *c); }; });
+  c->callback([a, c, &action] { action = [a, c] {
+      default_kv_type(a->kv, a->model);
+      return serve(*a, *c);
+    }; });
   return c;
 }
 
