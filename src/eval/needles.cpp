@@ -1,11 +1,11 @@
 #include "eval/needles.h"
 
-#include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/jsonl.h"
 
 namespace ckv::eval {
 
@@ -29,20 +29,9 @@ std::string string_field(const nlohmann::json& o, const char* key, const std::st
 }  // namespace
 
 std::vector<Needle> read_needles(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw file_error(path, "cannot read the needle file");
   std::vector<Needle> out;
-  std::string line;
-  for (int ln = 1; std::getline(f, line); ++ln) {
-    if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(ln);
-    nlohmann::json o;
-    try {
-      o = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error(where + ": not valid JSON: " + e.what());
-    }
-    if (!o.is_object()) throw Error(where + ": expected a JSON object with needle, question and answer");
+  for_each_jsonl_object(path, "needle file", "a JSON object with needle, question and answer",
+                        [&](const nlohmann::json& o, const std::string& where) {
     Needle n;
     n.needle = string_field(o, "needle", where);
     n.question = string_field(o, "question", where);
@@ -50,8 +39,7 @@ std::vector<Needle> read_needles(const std::string& path) {
     if (lower(n.needle).find(lower(n.answer)) == std::string::npos)
       throw Error(where + ": the answer \"" + n.answer + "\" is not inside the needle \"" + n.needle + "\"");
     out.push_back(std::move(n));
-  }
-  if (f.bad()) throw file_error(path, "read failed");
+  });
   if (out.empty()) throw file_error(path, "holds no needle (one JSON object a line: needle, question, answer)");
   return out;
 }

@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <cmath>
-#include <fstream>
 #include <span>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +13,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
 #include "util/error.h"
+#include "util/jsonl.h"
 
 namespace ckv {
 
@@ -64,22 +64,11 @@ std::vector<CalibSet> haystack_calib_sets(const Tokenizer& tok, const eval::Hays
 }
 
 CalibSet read_calib_file(const std::string& path, const Tokenizer& tok, const ChatTemplate* chat) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw file_error(path, "cannot read the calibration file (--calib)");
   CalibSet s;
   s.source = path;
   s.name = path;
-  std::string line;
-  for (int ln = 1; std::getline(f, line); ++ln) {
-    if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(ln);
-    nlohmann::json o;
-    try {
-      o = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error(where + ": not valid JSON: " + e.what());
-    }
-    if (!o.is_object()) throw Error(where + ": expected an object with \"prompt\" or \"text\"");
+  for_each_jsonl_object(path, "calibration file (--calib)", "an object with \"prompt\" or \"text\"",
+                        [&](const nlohmann::json& o, const std::string& where) {
     std::string text;
     bool as_user = false;
     if (auto it = o.find("prompt"); it != o.end() && it->is_string()) text = it->get<std::string>(), as_user = true;
@@ -88,7 +77,7 @@ CalibSet read_calib_file(const std::string& path, const Tokenizer& tok, const Ch
     if (text.find_first_not_of(" \t\r\n") == std::string::npos) throw Error(where + ": empty prompt");
     const std::string p = as_user ? user_prompt(text, chat) : text;
     s.prompts.push_back(eval::prompt_tokens(tok, p, as_user && chat != nullptr));
-  }
+  });
   if (s.prompts.empty()) throw file_error(path, "holds no calibration prompt");
   return s;
 }
