@@ -85,9 +85,9 @@ void logits_of(Backend& b, const Model& m, Workspace& ws, const float* x, int64_
   }
 }
 
-// Row r of the head's input for each sequence that wants only its last
-// row's logits: the rows packed to the front of x (one read of the output
-// matrix for the whole batch). Returns how many.
+// The last row of each sequence that wants only its last row's logits,
+// packed to the front of x (then one read of the output matrix serves the
+// whole batch). Returns how many.
 int64_t pack_last_rows(Backend& b, std::span<DecodeStep> batch, const std::vector<DecodeItem>& items, float* x,
                        int dim) {
   int64_t packed = 0;
