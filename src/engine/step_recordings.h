@@ -28,7 +28,7 @@ class StepRecordings {
     void (*call_)(void*);
   };
 
-  explicit StepRecordings(Backend& b) : b_(b) {}
+  explicit StepRecordings(StepRecorder& b) : b_(b) {}
   ~StepRecordings();
   StepRecordings(const StepRecordings&) = delete;
   StepRecordings& operator=(const StepRecordings&) = delete;
@@ -52,7 +52,7 @@ class StepRecordings {
     uint64_t last = 0;
   };
   void evict();
-  Backend& b_;
+  StepRecorder& b_;
   std::map<std::vector<int32_t>, Entry> map_;
   uint64_t clock_ = 0;
 };

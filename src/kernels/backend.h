@@ -86,9 +86,25 @@ struct BackendLimits {
   int64_t max_ctx = 1;   // positions per sequence
 };
 
-class Backend {
+// Recorded decode steps (CUDA graphs; a backend may not record). Between
+// begin_recording() (false: this backend does not record) and
+// end_recording() the queued work is recorded, not run; end_recording()
+// returns the recording's handle. replay(h) runs it on the inputs the last
+// Backend::set_step() gave; false when the recording is gone (the backend's
+// scratch moved): record again. A recording is valid for every step of the
+// same shape: the same rows per sequence and the same outputs.
+class StepRecorder {
  public:
-  virtual ~Backend() = default;
+  virtual ~StepRecorder() = default;
+  virtual bool begin_recording() { return false; }
+  virtual int end_recording() { return -1; }
+  virtual void abort_recording() {}  // ends an open recording, keeping nothing
+  virtual bool replay(int /*handle*/) { return false; }
+  virtual void drop_recording(int /*handle*/) {}
+};
+
+class Backend : public StepRecorder {
+ public:
   virtual std::string name() const = 0;  // "CPU", "CUDA"
   // Token rows per KV page on this device (engine/kv_pages.h).
   virtual int kv_page_rows() const = 0;
@@ -175,7 +191,7 @@ class Backend {
 
   // ---- a decode step's kernels on the step's own inputs
   // set_step() gives the step's rows once; the *_step calls then read them
-  // from the device, not from host lists, so that a recorded step (below)
+  // from the device, not from host lists, so that a recorded step (StepRecorder)
   // replays with the inputs of the step it serves. These defaults keep a
   // host copy and call the calls above (the CPU).
   virtual void set_step(const StepBatch& s);
@@ -185,19 +201,6 @@ class Backend {
   virtual void attention_step(const float* q, int layer, float* out, const AttnProbeOut* probe = nullptr) {
     attention_decode(q, step_items_, layer, out, probe);
   }
-
-  // ---- recorded decode steps (CUDA graphs; a backend may not record)
-  // Between begin_recording() (false: this backend does not record) and
-  // end_recording() the queued work is recorded, not run; end_recording()
-  // returns the recording's handle. replay(h) runs it on the inputs the last
-  // set_step() gave; false when the recording is gone (the backend's scratch
-  // moved): record again. A recording is valid for every step of the same
-  // shape: the same rows per sequence and the same outputs.
-  virtual bool begin_recording() { return false; }
-  virtual int end_recording() { return -1; }
-  virtual void abort_recording() {}  // ends an open recording, keeping nothing
-  virtual bool replay(int /*handle*/) { return false; }
-  virtual void drop_recording(int /*handle*/) {}
 
  private:
   std::vector<int32_t> step_tokens_, step_pos_;
