@@ -38,7 +38,7 @@ struct Args {
   std::string url = "http://127.0.0.1:8080", api_key, label, json_path, table, kv_method;
   int clients = 1, prompt_tokens = 512, max_tokens = 128, vocab = 32000, kv_budget = 0, kv_window = 0;
   int stop_after = 0;
-  double interval = 0, timeout = 900, metrics_every = 0.25, wait_ready = 300;
+  double interval = 0, timeout = 900, metrics_every = 0.25, wait_ready = 300, settle = 5;
   uint64_t seed = 1;
 };
 
@@ -86,7 +86,7 @@ double metric(const std::string& text, const std::string& name) {
 }
 
 struct Peaks {
-  double kv = 0, kv_full = 0, running = 0, queue = 0, pool = NAN, limit = NAN, kv_end = NAN;
+  double kv = 0, kv_full = 0, running = 0, queue = 0, pool = NAN, limit = NAN, kv_end = NAN, settle_s = NAN;
   int samples = 0;
 };
 
@@ -287,6 +287,7 @@ json summarize(const Args& a, const std::vector<Result>& rs, const Peaks& pk, do
             {"kv_peak_bytes", pk.kv},
             {"kv_full_at_peak_bytes", pk.kv_full},
             {"kv_end_bytes", pk.kv_end},
+            {"kv_settle_s", pk.settle_s},
             {"kv_pool_bytes", pk.pool},
             {"kv_limit_bytes", pk.limit},
             {"peak_running", pk.running},
@@ -297,6 +298,19 @@ json summarize(const Args& a, const std::vector<Result>& rs, const Peaks& pk, do
   for (auto& [k, v] : j.items())
     if (v.is_number_float() && std::isnan(v.get<double>())) v = nullptr;
   return j;
+}
+
+// The KV after the run: a cut stream is noticed at the server's next write
+// to it, so poll until the server holds no KV or --settle seconds pass.
+void settle(const Args& a, Peaks& pk) {
+  auto cli = make_client(a, 10);
+  const auto t0 = Clock::now();
+  for (;;) {
+    if (auto r = cli.Get("/metrics"); r && r->status == 200) pk.kv_end = metric(r->body, "ckv_kv_bytes");
+    if (pk.kv_end == 0 || since(t0) >= a.settle) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  pk.settle_s = since(t0);
 }
 
 int run(const Args& a) {
@@ -311,8 +325,7 @@ int run(const Args& a) {
   const auto t0 = Clock::now();
   std::thread sampler([&] {
     auto cli = make_client(a, 10);
-    for (;;) {
-      const bool last = done.load();
+    while (!done.load()) {
       if (auto r = cli.Get("/metrics"); r && r->status == 200) {
         const std::string& t = r->body;
         double kv = metric(t, "ckv_kv_bytes");
@@ -323,9 +336,7 @@ int run(const Args& a) {
         pk.queue = std::max(pk.queue, metric(t, "ckv_queue_depth"));
         pk.pool = metric(t, "ckv_kv_pool_bytes");
         pk.limit = metric(t, "ckv_kv_memory_limit_bytes");
-        if (last) pk.kv_end = kv;
       }
-      if (last) break;
       std::this_thread::sleep_for(std::chrono::duration<double>(a.metrics_every));
     }
   });
@@ -364,9 +375,8 @@ int run(const Args& a) {
   const double wall = since(t0);
   done = true;
   watcher.join();
-  // The KV after the run: give the server a moment to free the cut sequences.
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   sampler.join();
+  settle(a, pk);
   json j = summarize(a, rs, pk, wall);
   std::fputs((std::string(kHeader) + row(j)).c_str(), stdout);
   if (!j["errors"].empty()) std::fprintf(stderr, "loadgen: errors: %s\n", j["errors"].dump().c_str());
@@ -402,6 +412,8 @@ int main(int argc, char** argv) {
   app.add_option("--table", a.table, "print the table of a --json file and exit");
   app.add_option("--timeout", a.timeout, "seconds a request may take")->check(CLI::Range(1.0, 86400.0));
   app.add_option("--metrics-every", a.metrics_every, "seconds between /metrics samples")->check(CLI::Range(0.01, 60.0));
+  app.add_option("--settle", a.settle, "seconds to wait after the run for the server's KV to drop to 0")
+      ->check(CLI::Range(0.0, 600.0));
   app.add_option("--wait-ready", a.wait_ready, "seconds to wait for /health")->check(CLI::Range(0.0, 3600.0));
   CLI11_PARSE(app, argc, argv);
   try {
