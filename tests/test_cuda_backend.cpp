@@ -369,15 +369,6 @@ TEST(CudaOps, MatmulEveryWeightType) {
       EXPECT_LE(nerr(gate.cuda.get(), gate.cpu.get()), 1e-2) << what;
       EXPECT_LE(nerr(up.cuda.get(), up.cpu.get()), 1e-2) << what;
       EXPECT_LE(nerr(q.cuda.get(), q.cpu.get()), 1e-2) << what;
-      if (n == 1) {  // the other GEMV (one row a warp); the default has two (odd counts: a pair's second row past the end)
-        setenv("CKV_CUDA_GEMV", "1", 1);
-        gate.cuda.poison(), up.cuda.poison(), q.cuda.poison();
-        b.cuda->matmul(og, x.cuda.p, n);
-        unsetenv("CKV_CUDA_GEMV");
-        EXPECT_LE(nerr(gate.cuda.get(), gate.cpu.get()), 1e-2) << what << " one-row gemv";
-        EXPECT_LE(nerr(up.cuda.get(), up.cpu.get()), 1e-2) << what << " one-row gemv";
-        EXPECT_LE(nerr(q.cuda.get(), q.cpu.get()), 1e-2) << what << " one-row gemv";
-      }
       // A product whose input is the hidden size (w_down: 333 columns, not a multiple of 8).
       if (t == DType::F32 || t == DType::F16 || t == DType::BF16) {
         Pair h(*b.cpu, *b.cuda, randn(n * s.hidden, g)), y(*b.cpu, *b.cuda, n * s.dim);
@@ -387,6 +378,48 @@ TEST(CudaOps, MatmulEveryWeightType) {
         b.cuda->matmul(dg, h.cuda.p, n);
         EXPECT_LE(nerr(y.cuda.get(), y.cpu.get()), 1e-2) << what << " w_down";
       }
+    }
+  }
+}
+
+// The fused forms (one row: the GEMV with the norm, the residual add or
+// SwiGLU in it; more rows: cuBLASLt behind a bf16 rmsnorm, beta = 1) against
+// the CPU's, which are the plain calls in sequence.
+TEST(CudaOps, FusedProductsEqualTheirParts) {
+  REQUIRE_GPU();
+  std::mt19937 g(9);
+  for (DType t : {DType::BF16, DType::Q4_K}) {
+    ModelShape s;
+    s.wtype = t;
+    s.dim = 256;
+    s.hidden = t == DType::BF16 ? 333 : 512;  // odd rows: a row pair's second past the end
+    s.heads = 8;
+    s.hd = 32;
+    Both b(s, 10);
+    const LayerWeights& w = b.m->layers[0];
+    for (int64_t n : {1, 3, 130}) {
+      const std::string what = dtype_name(t) + " n=" + std::to_string(n);
+      Pair x(*b.cpu, *b.cuda, randn(n * s.dim, g)), xn(*b.cpu, *b.cuda, n * s.dim);
+      {  // rmsnorm_matmul: q/k/v of the normalised rows
+        Pair q(*b.cpu, *b.cuda, n * s.heads * s.hd), k(*b.cpu, *b.cuda, n * s.kv * s.hd),
+            v(*b.cpu, *b.cuda, n * s.kv * s.hd);
+        const MatmulOut oc[] = {{&w.wq, q.cpu.p}, {&w.wk, k.cpu.p}, {&w.wv, v.cpu.p}};
+        const MatmulOut og[] = {{&w.wq, q.cuda.p}, {&w.wk, k.cuda.p}, {&w.wv, v.cuda.p}};
+        b.cpu->rmsnorm_matmul(x.cpu.p, w.attn_norm, xn.cpu.p, oc, n);
+        b.cuda->rmsnorm_matmul(x.cuda.p, w.attn_norm, xn.cuda.p, og, n);
+        EXPECT_LE(nerr(q.cuda.get(), q.cpu.get()), 1e-2) << what << " rmsnorm_matmul q";
+        EXPECT_LE(nerr(k.cuda.get(), k.cpu.get()), 1e-2) << what << " rmsnorm_matmul k";
+        EXPECT_LE(nerr(v.cuda.get(), v.cpu.get()), 1e-2) << what << " rmsnorm_matmul v";
+      }
+      Pair h(*b.cpu, *b.cuda, n * s.hidden), up(*b.cpu, *b.cuda, n * s.hidden);
+      b.cpu->ffn_hidden(x.cpu.p, w.ffn_norm, xn.cpu.p, w.w_gate, w.w_up, h.cpu.p, up.cpu.p, n);
+      b.cuda->ffn_hidden(x.cuda.p, w.ffn_norm, xn.cuda.p, w.w_gate, w.w_up, h.cuda.p, up.cuda.p, n);
+      EXPECT_LE(nerr(h.cuda.get(), h.cpu.get()), 1e-2) << what << " ffn_hidden";
+      // matmul_add: the residual x += h W_down^T (x is not zero: the add is seen)
+      Pair tmp(*b.cpu, *b.cuda, n * s.dim);
+      b.cpu->matmul_add(w.w_down, h.cpu.p, n, x.cpu.p, tmp.cpu.p);
+      b.cuda->matmul_add(w.w_down, h.cuda.p, n, x.cuda.p, tmp.cuda.p);
+      EXPECT_LE(nerr(x.cuda.get(), x.cpu.get()), 1e-2) << what << " matmul_add";
     }
   }
 }

@@ -22,13 +22,12 @@ namespace ckv {
 namespace {
 
 // Attention input of n rows of the residual stream x: q ([n][H*hd]), k and v
-// ([n][G*hd]) at positions pos, post-RoPE; pos empty: the decode step's rows
-// (Backend::set_step).
-void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x, float* xb, int64_t n,
-         std::span<const int32_t> pos, float* q, float* k, float* v) {
-  b.rmsnorm(x, w.attn_norm, xb, n);
+// ([n][G*hd]), before RoPE (the caller rotates: a prefill chunk at its
+// positions, a decode step as it appends).
+void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x, float* xb, int64_t n, float* q,
+         float* k, float* v) {
   const MatmulOut outs[] = {{&w.wq, q}, {&w.wk, k}, {&w.wv, v}};
-  b.matmul(outs, xb, n);
+  b.rmsnorm_matmul(x, w.attn_norm, xb, outs, n);
   if (c.qkv_bias) {
     b.add_bias(q, w.bq, n);
     b.add_bias(k, w.bk, n);
@@ -38,39 +37,29 @@ void qkv(Backend& b, const ModelConfig& c, const LayerWeights& w, const float* x
     b.rmsnorm(q, w.q_norm, q, n * c.n_heads);
     b.rmsnorm(k, w.k_norm, k, n * c.n_kv_heads);
   }
-  if (pos.empty()) {
-    b.rope_step(q, c.n_heads);
-    b.rope_step(k, c.n_kv_heads);
-  } else {
-    b.rope(q, pos, c.n_heads);
-    b.rope(k, pos, c.n_kv_heads);
-  }
 }
 
-// Tensor parallelism: a rank's W_o and W_down hold only its heads' / FFN
-// columns' share of the sum, so the ranks add their partial products before
-// the residual add (Megatron's one all-reduce after each). One device: nothing.
-void reduce_partial_sums(Context& ctx, float* y, int64_t n) {
-  if (Communicator* comm = ctx.comm()) comm->all_reduce_sum(y, n);
+// x += in W^T. Tensor parallelism: a rank's W_o and W_down hold only its
+// heads' / FFN columns' share of the sum, so the ranks add their partial
+// products before the residual add (Megatron's one all-reduce after each).
+// One device: one fused product.
+void add_product(Context& ctx, const Tensor& W, const float* in, float* x, int64_t n) {
+  Backend& b = ctx.backend();
+  float* tmp = ctx.ws().xb;
+  Communicator* comm = ctx.comm();
+  if (!comm) return b.matmul_add(W, in, n, x, tmp);
+  const MatmulOut o[] = {{&W, tmp}};
+  b.matmul(o, in, n);
+  comm->all_reduce_sum(tmp, n * W.rows());
+  b.add(x, tmp, n * W.rows());
 }
 
 // The rest of the layer for n rows: x += W_o att; x += FFN(x).
 void output_and_ffn(Context& ctx, const LayerWeights& w, float* x, const float* att, int64_t n) {
-  Backend& b = ctx.backend();
   Workspace& ws = ctx.ws();
-  const int dim = ctx.model().config.dim, ff = ctx.model().config.hidden_dim;
-  const MatmulOut o[] = {{&w.wo, ws.xb}};
-  b.matmul(o, att, n);
-  reduce_partial_sums(ctx, ws.xb, n * dim);
-  b.add(x, ws.xb, n * dim);
-  b.rmsnorm(x, w.ffn_norm, ws.xb, n);
-  const MatmulOut gate_up[] = {{&w.w_gate, ws.gate}, {&w.w_up, ws.up}};
-  b.matmul(gate_up, ws.xb, n);
-  b.swiglu(ws.gate, ws.up, ws.gate, n * ff);
-  const MatmulOut down[] = {{&w.w_down, ws.xb}};
-  b.matmul(down, ws.gate, n);
-  reduce_partial_sums(ctx, ws.xb, n * dim);
-  b.add(x, ws.xb, n * dim);
+  add_product(ctx, w.wo, att, x, n);
+  ctx.backend().ffn_hidden(x, w.ffn_norm, ws.xb, w.w_gate, w.w_up, ws.gate, ws.up, n);
+  add_product(ctx, w.w_down, ws.gate, x, n);
 }
 
 // Logits of n rows of x (host out: [n][vocab]), logit_rows at a time.
@@ -78,9 +67,8 @@ void logits_of(Backend& b, const Model& m, Workspace& ws, const float* x, int64_
   const int dim = m.config.dim, V = m.config.vocab_size;
   for (int64_t r0 = 0; r0 < n; r0 += ws.logit_rows) {
     const int64_t nr = std::min<int64_t>(ws.logit_rows, n - r0);
-    b.rmsnorm(x + r0 * dim, m.output_norm, ws.xn, nr);
     const MatmulOut o[] = {{&m.output, ws.logits}};
-    b.matmul(o, ws.xn, nr);
+    b.rmsnorm_matmul(x + r0 * dim, m.output_norm, ws.xn, o, nr);
     b.download(out + r0 * V, ws.logits, sizeof(float) * nr * V);
   }
 }
@@ -146,8 +134,8 @@ void forward_decode(Context& ctx, std::span<DecodeStep> batch, const SequenceOpt
     b.embed_step(ws.x);
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& w = m.layers[l];
-      qkv(b, c, w, ws.x, ws.xb, R, {}, ws.q, ws.k, ws.v);
-      b.kv_append_step(l, ws.k, ws.v);
+      qkv(b, c, w, ws.x, ws.xb, R, ws.q, ws.k, ws.v);
+      b.rope_append_step(ws.q, ws.k, ws.v, l, c.n_heads, c.n_kv_heads);
       b.attention_step(ws.q, l, ws.att, observe && so.probe ? &probe : nullptr);
       if (observe && so.probe) so.probe->on_layer(l, ws.probe_mass.data(), ws.probe_arg.data());
       if (observe && so.on_decode_layer) {
@@ -159,9 +147,8 @@ void forward_decode(Context& ctx, std::span<DecodeStep> batch, const SequenceOpt
     }
   };
   auto head = [&](int64_t r0, int64_t nr) {
-    b.rmsnorm(ws.x + r0 * dim, m.output_norm, ws.xn, nr);
     const MatmulOut o[] = {{&m.output, ws.logits}};
-    b.matmul(o, ws.xn, nr);
+    b.rmsnorm_matmul(ws.x + r0 * dim, m.output_norm, ws.xn, o, nr);
   };
 
   // A step of last-row logits only (what generation asks) is device work up
@@ -308,7 +295,10 @@ void read_layer(Context& ctx, Sequence& s, int l) {
     const int64_t nc = std::min(C, n - c0);
     float* x = rd.x + c0 * dim;
     const std::span<const int32_t> pos(rd.pos.data() + c0, nc);
-    qkv(b, c, w, x, ws.xb, nc, pos, ws.q, dense.k + (P + c0) * kvd, dense.v + (P + c0) * kvd);
+    float* k = dense.k + (P + c0) * kvd;
+    qkv(b, c, w, x, ws.xb, nc, ws.q, k, dense.v + (P + c0) * kvd);
+    b.rope(ws.q, pos, c.n_heads);
+    b.rope(k, pos, c.n_kv_heads);
     b.attention_prefill(ws.q, c0, nc, dense, c.n_heads, c.n_kv_heads, c.head_dim, ws.att);
     const int64_t lo = std::max(c0, n - q_rows);  // window rows within this chunk
     if (rd.compress && lo < c0 + nc)

@@ -151,6 +151,21 @@ class Backend : public StepRecorder {
   virtual void rope(float* x, std::span<const int32_t> pos, int n_heads) = 0;
   // out[i] = silu(gate[i]) * up[i]; out may alias gate.
   virtual void swiglu(const float* gate, const float* up, float* out, int64_t n) = 0;
+
+  // ---- fused forms of the calls above: these defaults call them (the CPU);
+  // a backend may do each in one pass over the weights (CUDA's GEMV).
+  // The products of rmsnorm(x, norm) ([n] rows): rmsnorm into xn ([n][cols]
+  // scratch, which a fused form may leave unwritten), then matmul on it.
+  virtual void rmsnorm_matmul(const float* x, const Tensor& norm, float* xn, std::span<const MatmulOut> outs,
+                              int64_t n);
+  // y += x W^T ([n][W.rows()]): a product added to the residual stream; tmp
+  // is [n][W.rows()] scratch.
+  virtual void matmul_add(const Tensor& W, const float* x, int64_t n, float* y, float* tmp);
+  // The SwiGLU FFN's hidden rows h = silu(a G^T) * (a U^T) of a = rmsnorm(x,
+  // norm): [n][G.rows()]; xn ([n][cols]) and up ([n][U.rows()]) are scratch.
+  virtual void ffn_hidden(const float* x, const Tensor& norm, float* xn, const Tensor& gate, const Tensor& up, float* h,
+                          float* up_out, int64_t n);
+
   // Causal GQA attention of new-token query rows [i0, i0 + nq) over kv:
   // row i sees its KV head's prefix and the new rows 0..i. q, out: [nq][H][hd].
   virtual void attention_prefill(const float* q, int64_t i0, int64_t nq, const DenseKV& kv, int n_heads, int n_kv,
@@ -196,8 +211,13 @@ class Backend : public StepRecorder {
   // host copy and call the calls above (the CPU).
   virtual void set_step(const StepBatch& s);
   virtual void embed_step(float* x) { embed(step_tokens_, x); }
-  virtual void rope_step(float* x, int n_heads) { rope(x, step_pos_, n_heads); }
-  virtual void kv_append_step(int layer, const float* k, const float* v) { kv_append(step_seqs_, layer, k, v); }
+  // RoPE of the step's q ([rows][n_heads][hd]) and k ([rows][n_kv][hd]) in
+  // place, then k and v appended to the pages at `layer`.
+  virtual void rope_append_step(float* q, float* k, const float* v, int layer, int n_heads, int n_kv) {
+    rope(q, step_pos_, n_heads);
+    rope(k, step_pos_, n_kv);
+    kv_append(step_seqs_, layer, k, v);
+  }
   virtual void attention_step(const float* q, int layer, float* out, const AttnProbeOut* probe = nullptr) {
     attention_decode(q, step_items_, layer, out, probe);
   }

@@ -622,6 +622,24 @@ bool prefill_mma_supported(int hd) { return hd == 64 || hd == 128; }
 bool decode_split_supported(int hd) { return hd == 64 || hd == 128; }
 int decode_tile_keys() { return 64; }
 
+namespace {
+template <int HD>
+int blocks_per_sm() {
+  const size_t smem = decode_smem<HD>();
+  CKV_CUDA_CHECK(cudaFuncSetAttribute(decode_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(smem)));
+  int n = 0;
+  CKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_mma_kernel<HD>, 128, smem));
+  return std::max(1, n);
+}
+}  // namespace
+
+int decode_blocks_per_sm(int hd) {
+  if (hd == 64) return blocks_per_sm<64>();
+  if (hd == 128) return blocks_per_sm<128>();
+  return 4;
+}
+
 void attention_prefill_f16(const float* q, const __half* kh, const __half* vh, int64_t kv_row0, float* out, int64_t i0,
                            int64_t nq, int64_t first_new, const int32_t* start, int H, int G, int hd, cudaStream_t s) {
   const char* env = std::getenv("CKV_CUDA_PREFILL_ROWS");

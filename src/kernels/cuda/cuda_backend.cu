@@ -20,6 +20,7 @@
 #include <numeric>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -72,10 +73,12 @@ __global__ void embed_kernel(const __nv_bfloat16* table, const int32_t* tok, flo
   }
 }
 
-// One block per row; y may alias x (each element is read and then written by one thread).
-__global__ void rmsnorm_kernel(const float* x, const float* w, float* y, int dim, float eps) {
+// One block per row; y may alias x (each element is read and then written by
+// one thread). Out = bf16: the normalised rows as a product's input.
+template <class Out>
+__global__ void rmsnorm_kernel(const float* x, const float* w, Out* y, int dim, float eps) {
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * dim;
-  float* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
+  Out* yr = y + static_cast<int64_t>(blockIdx.x) * dim;
   float ss = 0.0f;
   for (int c = threadIdx.x; c < dim; c += blockDim.x) ss += xr[c] * xr[c];
   __shared__ float red[32];
@@ -89,7 +92,11 @@ __global__ void rmsnorm_kernel(const float* x, const float* w, float* y, int dim
   }
   __syncthreads();
   const float r = 1.0f / sqrtf(red[0] / dim + eps);
-  for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = w[c] * (xr[c] * r);
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    const float v = w[c] * (xr[c] * r);
+    if constexpr (std::is_same_v<Out, float>) yr[c] = v;
+    else yr[c] = __float2bfloat16_rn(v);
+  }
 }
 
 __global__ void to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __restrict__ y, int64_t n) {
@@ -105,14 +112,23 @@ __global__ void to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __res
 }
 
 // One input row times up to three matrices in one launch (a decode step of
-// one sequence: q/k/v, gate/up): a warp per output row over the rows of all
-// outputs, W streamed with 16-byte loads that skip L1 (x stays there), f32 x
-// read directly (no bf16 copy), fp32 accumulation.
+// one sequence: q/k/v, gate/up): a warp per pair of output rows (each x load
+// serves both; twice the bytes in flight of one row a warp: 85% of the copy
+// bandwidth on the H200 against 70%, measured), W streamed with 16-byte loads
+// that skip L1 (x stays there), f32 x read directly, fp32 accumulation.
+// Fused forms: x normalised on the fly (kNorm: the warp sums x^2 over the
+// same loads and scales its dot products by 1/rms at the end), the result
+// added to y (Add: the residual stream), or a gate row and an up row a warp
+// with y[0] = silu(gate) * up (Glu: the FFN's hidden row).
+enum class GemvOut { Store, Add, Glu };
+
 struct GemvSet {
   const __nv_bfloat16* w[3];
   float* y[3];
   int rows[3];
   int n_out;
+  const float* norm;  // kNorm: the rmsnorm weights of x
+  float eps;
 };
 
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
@@ -124,56 +140,66 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
 }
 __device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
-
-__global__ void __launch_bounds__(256) gemv_kernel(GemvSet s, const float* __restrict__ x, int cols) {
-  int r = blockIdx.x * 8 + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  int o = 0;
-  while (o < s.n_out && r >= s.rows[o]) r -= s.rows[o++];
-  if (o >= s.n_out) return;
-  const __nv_bfloat16* wr = s.w[o] + static_cast<size_t>(r) * cols;
-  float acc = 0.0f;
-#pragma unroll 4
-  for (int c = lane * 8; c < cols; c += 256) {
-    const uint4 wv = ld_stream(wr + c);
-    const float4 x0 = *reinterpret_cast<const float4*>(x + c), x1 = *reinterpret_cast<const float4*>(x + c + 4);
-    acc += bf_lo(wv.x) * x0.x + bf_hi(wv.x) * x0.y + bf_lo(wv.y) * x0.z + bf_hi(wv.y) * x0.w + bf_lo(wv.z) * x1.x +
-           bf_hi(wv.z) * x1.y + bf_lo(wv.w) * x1.z + bf_hi(wv.w) * x1.w;
-  }
-#pragma unroll
-  for (int k = 16; k > 0; k >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, k);
-  if (lane == 0) s.y[o][r] = acc;
+__device__ __forceinline__ float dot8(uint4 w, float4 x0, float4 x1) {
+  return bf_lo(w.x) * x0.x + bf_hi(w.x) * x0.y + bf_lo(w.y) * x0.z + bf_hi(w.y) * x0.w + bf_lo(w.z) * x1.x +
+         bf_hi(w.z) * x1.y + bf_lo(w.w) * x1.z + bf_hi(w.w) * x1.w;
 }
+__device__ __forceinline__ float4 mul4(float4 a, float4 b) { return {a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w}; }
+__device__ __forceinline__ float sq4(float4 a) { return a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w; }
 
-// The same with two rows a warp (each x load serves both; twice the bytes in
-// flight): the default; gemv_kernel with CKV_CUDA_GEMV=1.
-__global__ void __launch_bounds__(256) gemv2_kernel(GemvSet s, const float* __restrict__ x, int cols) {
-  int p = blockIdx.x * 8 + (threadIdx.x >> 5);  // row pair
+template <bool kNorm, GemvOut kOut>
+__global__ void __launch_bounds__(256) gemv_kernel(GemvSet s, const float* __restrict__ x, int cols) {
+  int p = blockIdx.x * 8 + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
-  int o = 0;
-  while (o < s.n_out && p >= (s.rows[o] + 1) / 2) p -= (s.rows[o++] + 1) / 2;
-  if (o >= s.n_out) return;
-  const int r0 = 2 * p, r1 = min(2 * p + 1, s.rows[o] - 1);
-  const __nv_bfloat16* w0 = s.w[o] + static_cast<size_t>(r0) * cols;
-  const __nv_bfloat16* w1 = s.w[o] + static_cast<size_t>(r1) * cols;
-  float a0 = 0.0f, a1 = 0.0f;
+  int o = 0, r0, r1;
+  const __nv_bfloat16 *w0, *w1;
+  if constexpr (kOut == GemvOut::Glu) {  // row p of the gate and of the up matrix
+    if (p >= s.rows[0]) return;
+    r0 = r1 = p;
+    w0 = s.w[0] + static_cast<size_t>(p) * cols;
+    w1 = s.w[1] + static_cast<size_t>(p) * cols;
+  } else {  // rows 2p, 2p + 1 of one output
+    while (o < s.n_out && p >= (s.rows[o] + 1) / 2) p -= (s.rows[o++] + 1) / 2;
+    if (o >= s.n_out) return;
+    r0 = 2 * p;
+    r1 = min(2 * p + 1, s.rows[o] - 1);
+    w0 = s.w[o] + static_cast<size_t>(r0) * cols;
+    w1 = s.w[o] + static_cast<size_t>(r1) * cols;
+  }
+  float a0 = 0.0f, a1 = 0.0f, ss = 0.0f;
 #pragma unroll 4
   for (int c = lane * 8; c < cols; c += 256) {
     const uint4 u = ld_stream(w0 + c), v = ld_stream(w1 + c);
-    const float4 x0 = *reinterpret_cast<const float4*>(x + c), x1 = *reinterpret_cast<const float4*>(x + c + 4);
-    a0 += bf_lo(u.x) * x0.x + bf_hi(u.x) * x0.y + bf_lo(u.y) * x0.z + bf_hi(u.y) * x0.w + bf_lo(u.z) * x1.x +
-          bf_hi(u.z) * x1.y + bf_lo(u.w) * x1.z + bf_hi(u.w) * x1.w;
-    a1 += bf_lo(v.x) * x0.x + bf_hi(v.x) * x0.y + bf_lo(v.y) * x0.z + bf_hi(v.y) * x0.w + bf_lo(v.z) * x1.x +
-          bf_hi(v.z) * x1.y + bf_lo(v.w) * x1.z + bf_hi(v.w) * x1.w;
+    float4 x0 = *reinterpret_cast<const float4*>(x + c), x1 = *reinterpret_cast<const float4*>(x + c + 4);
+    if constexpr (kNorm) {
+      ss += sq4(x0) + sq4(x1);
+      x0 = mul4(x0, *reinterpret_cast<const float4*>(s.norm + c));
+      x1 = mul4(x1, *reinterpret_cast<const float4*>(s.norm + c + 4));
+    }
+    a0 += dot8(u, x0, x1);
+    a1 += dot8(v, x0, x1);
   }
 #pragma unroll
   for (int k = 16; k > 0; k >>= 1) {
     a0 += __shfl_xor_sync(0xffffffffu, a0, k);
     a1 += __shfl_xor_sync(0xffffffffu, a1, k);
+    if constexpr (kNorm) ss += __shfl_xor_sync(0xffffffffu, ss, k);
   }
-  if (lane == 0) {
-    s.y[o][r0] = a0;
-    if (r1 != r0) s.y[o][r1] = a1;
+  if (lane != 0) return;
+  if constexpr (kNorm) {
+    const float r = 1.0f / sqrtf(ss / cols + s.eps);
+    a0 *= r;
+    a1 *= r;
+  }
+  float* y = s.y[o];
+  if constexpr (kOut == GemvOut::Glu) {
+    y[p] = a0 / (1.0f + expf(-a0)) * a1;
+  } else if constexpr (kOut == GemvOut::Add) {
+    y[r0] += a0;
+    if (r1 != r0) y[r1] += a1;
+  } else {
+    y[r0] = a0;
+    if (r1 != r0) y[r1] = a1;
   }
 }
 
@@ -264,6 +290,49 @@ __global__ void kv_append_kernel(PagedPool pool, const PagedSeq* seqs, int head_
   const int64_t src = (static_cast<int64_t>(sq.row0 + i) * G + g) * hd;
   store_row(kd, k + src, hd, pool.elem, threadIdx.x, blockDim.x);
   store_row(vd, v + src, hd, pool.elem, threadIdx.x, blockDim.x);
+}
+
+__device__ __forceinline__ void store_elem(uint8_t* row, int c, float x, KvElem e) {
+  if (e == KvElem::F16) reinterpret_cast<__half*>(row)[c] = __float2half_rn(x);
+  else reinterpret_cast<float*>(row)[c] = x;
+}
+
+// A decode step's RoPE and append in one launch. Block (token i, head h,
+// sequence s), h < H a query head, else K head h - H: the row rotated in
+// place (rope_kernel's arithmetic); a K head's rotated row and its V row then
+// go to the head's page row len - n + i.
+__global__ void rope_append_kernel(PagedPool pool, const PagedSeq* seqs, int head_off, const int32_t* pos, float* q,
+                                   float* k, const float* v, int H, int G, int hd, const float* inv_freq,
+                                   float pos_scale, bool interleaved) {
+  const PagedSeq sq = seqs[blockIdx.z];
+  const int i = blockIdx.x, h = blockIdx.y;
+  if (i >= sq.n) return;
+  const int64_t t = sq.row0 + i;
+  const int g = h - H;
+  float* x = g < 0 ? q + (t * H + h) * hd : k + (t * G + g) * hd;
+  uint8_t* kd = nullptr;
+  if (g >= 0) {
+    const size_t esz = pool.elem == KvElem::F16 ? 2 : 4;
+    const int64_t row = sq.len[head_off + g] - sq.n + i;
+    kd = page_row(pool, sq.table + static_cast<size_t>(head_off + g) * sq.max_pages, row, hd, esz);
+  }
+  const float p = static_cast<float>(pos[t]) * pos_scale;
+  const int half = hd / 2;
+  for (int e = threadIdx.x; e < half; e += blockDim.x) {
+    float sn, cs;
+    sincosf(p * inv_freq[e], &sn, &cs);
+    const int a = interleaved ? 2 * e : e, b = interleaved ? 2 * e + 1 : e + half;
+    const float x0 = x[a], x1 = x[b];
+    const float y0 = x0 * cs - x1 * sn, y1 = x0 * sn + x1 * cs;
+    x[a] = y0;
+    x[b] = y1;
+    if (kd) store_elem(kd, a, y0, pool.elem), store_elem(kd, b, y1, pool.elem);
+  }
+  if (!kd) return;
+  if (hd % 2 && threadIdx.x == 0) store_elem(kd, hd - 1, x[hd - 1], pool.elem);  // an odd head dim's last, unrotated
+  uint8_t* vd = kd + static_cast<size_t>(pool.page_rows) * hd * (pool.elem == KvElem::F16 ? 2 : 4);
+  const float* vr = v + (t * G + g) * hd;
+  for (int c = threadIdx.x; c < hd; c += blockDim.x) store_elem(vd, c, vr[c], pool.elem);
 }
 
 // Block (idx, g): head g's row dst0[g] + idx gets dense row rows[off[g] + idx].
@@ -637,10 +706,15 @@ class CudaBackend final : public Backend {
     if (n <= 0) return;
     const Weight& wt = weight(w);
     if (n > INT32_MAX) throw Error("CUDA rmsnorm: too many rows");
-    rmsnorm_kernel<<<static_cast<unsigned>(n), 256, 0, stream_>>>(x, wt.f32, y, static_cast<int>(wt.cols), eps_);
+    rmsnorm_kernel<float><<<static_cast<unsigned>(n), 256, 0, stream_>>>(x, wt.f32, y, static_cast<int>(wt.cols), eps_);
     CKV_LAUNCH_CHECK();
   }
   void matmul(std::span<const MatmulOut> outs, const float* x, int64_t n) override;
+  void rmsnorm_matmul(const float* x, const Tensor& norm, float* xn, std::span<const MatmulOut> outs,
+                      int64_t n) override;
+  void matmul_add(const Tensor& W, const float* x, int64_t n, float* y, float* tmp) override;
+  void ffn_hidden(const float* x, const Tensor& norm, float* xn, const Tensor& gate, const Tensor& up, float* h,
+                  float* up_out, int64_t n) override;
   void add_bias(float* y, const Tensor& b, int64_t n) override {
     if (n <= 0) return;
     const Weight& wt = weight(b);
@@ -685,10 +759,7 @@ class CudaBackend final : public Backend {
   // ---- a decode step on its own inputs, recorded as a CUDA graph
   void set_step(const StepBatch& s) override;
   void embed_step(float* x) override;
-  void rope_step(float* x, int n_heads) override;
-  void kv_append_step(int layer, const float* k, const float* v) override {
-    append_launch(step_, step_seqs_, layer, k, v);
-  }
+  void rope_append_step(float* q, float* k, const float* v, int layer, int n_heads, int n_kv) override;
   void attention_step(const float* q, int layer, float* out, const AttnProbeOut* probe) override {
     decode_launch(step_, step_seqs_, q, layer, out, probe);
   }
@@ -706,6 +777,13 @@ class CudaBackend final : public Backend {
                      const AttnProbeOut* probe);
   void append_launch(const SeqList& sl, const PagedSeq* dseqs, int layer, const float* k, const float* v);
   void drop_all_recordings();
+  // The products of one row through the GEMV (a decode step of one sequence), when its layout allows.
+  bool gemv_fits(const float* x, int64_t n, int64_t cols, size_t n_out, const Weight* norm) const;
+  void gemv(std::span<const MatmulOut> outs, const Weight* norm, GemvOut out, const float* x, int64_t cols);
+  int64_t check_cols(std::span<const MatmulOut> outs, const char* what) const;
+  __nv_bfloat16* to_bf16(const float* x, int64_t n, int64_t cols);
+  __nv_bfloat16* rmsnorm_bf16(const float* x, const Weight& norm, int64_t n);
+  void gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, float* y, float beta = 0.0f);
 
   struct GemmPlan {
     cublasLtMatmulDesc_t op = nullptr;
@@ -808,7 +886,6 @@ class CudaBackend final : public Backend {
     int half = 0;
     cudaEvent_t done[2] = {nullptr, nullptr};
   } stage_;
-  void gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, float* y);
   PagedPool pool_of(const KvCache& c) const {
     const KvPool& p = c.pool();
     return PagedPool{p.base(), p.page_bytes(), p.page_rows(), p.type() == KvType::F16 ? KvElem::F16 : KvElem::F32};
@@ -845,6 +922,7 @@ class CudaBackend final : public Backend {
   std::vector<uint8_t> step_host_;
   SeqList step_;
   int64_t step_rows_ = 0;
+  int64_t decode_wave_ = 4;  // split-kernel blocks resident at once on the device (prepare())
   const int32_t* step_tokens_ = nullptr;
   const int32_t* step_pos_ = nullptr;
   const PagedSeq* step_seqs_ = nullptr;
@@ -946,13 +1024,15 @@ void CudaBackend::prepare(const Model& m, const BackendLimits& lim) {
   grow(xb_, static_cast<size_t>(std::max(1, lim.max_rows) * widest) * 2, "CUDA activations (bf16)");
   grow(meta_, std::max<size_t>(1 << 20, static_cast<size_t>(lim.max_rows) * 8), "CUDA metadata scratch");
   // A decode step's inputs and partials for the largest batch (list_seqs:
-  // sequences x KV heads x tiles x splits stays under pairs + 4 per SM).
+  // sequences x KV heads x tiles x splits stays under one wave or, past a
+  // wave, one split each).
   const int64_t R = std::min<int64_t>(lim.max_rows, int64_t(lim.max_seqs) * 8);
   grow(step_buf_, static_cast<size_t>(2 * ((R * 4 + 15) / 16 * 16)) + lim.max_seqs * sizeof(PagedSeq),
        "CUDA decode step inputs");
   const int G = std::max(1, m.config.n_kv_heads);
   const int64_t tiles = ceil_div(int64_t(m.config.n_heads / G) * std::min<int64_t>(8, lim.max_rows), kDecodeTileRows);
-  partials(int64_t(lim.max_seqs) * G * tiles + 4LL * prop_.multiProcessorCount);
+  decode_wave_ = int64_t(decode_blocks_per_sm(m.config.head_dim)) * prop_.multiProcessorCount;
+  partials(std::max<int64_t>(int64_t(lim.max_seqs) * G * tiles, decode_wave_));
   CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -961,7 +1041,7 @@ void CudaBackend::prepare(const Model& m, const BackendLimits& lim) {
 // y [n][w.rows] = x [n][w.cols] W^T. Column-major view (cuBLASLt): Y^T (m x n)
 // = op(A) B with A = W stored as a k x m column-major matrix (transposed: T),
 // B = x^T (k x n), m = W rows, k = W cols. bf16 in, fp32 accumulate and out.
-void CudaBackend::gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, float* y) {
+void CudaBackend::gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, float* y, float beta) {
   const auto key = std::make_tuple(w.rows, n, w.cols);
   auto it = plans_.find(key);
   if (it == plans_.end()) {
@@ -987,46 +1067,111 @@ void CudaBackend::gemm(const Weight& w, const __nv_bfloat16* xb, int64_t n, floa
     p.algo = res.algo;
     it = plans_.emplace(key, p).first;
   }
-  const float one = 1.0f, zero = 0.0f;
+  const float one = 1.0f;
   const GemmPlan& p = it->second;
-  CKV_CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &one, w.bf, p.a, xb, p.b, &zero, y, p.c, y, p.c, &p.algo, lt_ws_,
+  CKV_CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &one, w.bf, p.a, xb, p.b, &beta, y, p.c, y, p.c, &p.algo, lt_ws_,
                                   lt_ws_bytes_, stream_));
+}
+
+int64_t CudaBackend::check_cols(std::span<const MatmulOut> outs, const char* what) const {
+  const int64_t cols = outs[0].W->cols();
+  for (const MatmulOut& o : outs)
+    if (weight(*o.W).cols != cols)
+      throw Error(std::string("CUDA ") + what + ": " + o.W->name + " has " + std::to_string(o.W->cols()) +
+                  " columns, the input " + std::to_string(cols));
+  return cols;
+}
+
+bool CudaBackend::gemv_fits(const float* x, int64_t n, int64_t cols, size_t n_out, const Weight* norm) const {
+  const bool off = std::getenv("CKV_CUDA_NO_GEMV") != nullptr;  // cuBLASLt for single rows too (comparisons)
+  return n == 1 && n_out <= 3 && cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+         (!norm || (norm->cols == cols && reinterpret_cast<uintptr_t>(norm->f32) % 16 == 0)) && !off;
+}
+
+void CudaBackend::gemv(std::span<const MatmulOut> outs, const Weight* norm, GemvOut out, const float* x,
+                       int64_t cols) {
+  GemvSet gs{};
+  int64_t warps = 0;
+  for (const MatmulOut& o : outs) {
+    const Weight& w = weight(*o.W);
+    gs.w[gs.n_out] = w.bf;
+    gs.y[gs.n_out] = o.y;
+    gs.rows[gs.n_out++] = static_cast<int>(w.rows);
+    warps += out == GemvOut::Glu ? 0 : (w.rows + 1) / 2;
+  }
+  if (out == GemvOut::Glu) warps = gs.rows[0];
+  gs.norm = norm ? norm->f32 : nullptr;
+  gs.eps = eps_;
+  const unsigned blocks = static_cast<unsigned>(ceil_div(warps, 8));
+  const int c = static_cast<int>(cols);
+  auto launch = [&](auto kernel) { kernel<<<blocks, 256, 0, stream_>>>(gs, x, c); };
+  if (out == GemvOut::Glu) norm ? launch(gemv_kernel<true, GemvOut::Glu>) : launch(gemv_kernel<false, GemvOut::Glu>);
+  else if (out == GemvOut::Add) norm ? launch(gemv_kernel<true, GemvOut::Add>) : launch(gemv_kernel<false, GemvOut::Add>);
+  else norm ? launch(gemv_kernel<true, GemvOut::Store>) : launch(gemv_kernel<false, GemvOut::Store>);
+  CKV_LAUNCH_CHECK();
+}
+
+__nv_bfloat16* CudaBackend::to_bf16(const float* x, int64_t n, int64_t cols) {
+  auto* xb = static_cast<__nv_bfloat16*>(grow(xb_, static_cast<size_t>(n * cols) * 2, "CUDA activations (bf16)"));
+  to_bf16_kernel<<<grid_for(n * cols / 4 + 1, 256), 256, 0, stream_>>>(x, xb, n * cols);
+  CKV_LAUNCH_CHECK();
+  return xb;
+}
+
+__nv_bfloat16* CudaBackend::rmsnorm_bf16(const float* x, const Weight& norm, int64_t n) {
+  if (n > INT32_MAX) throw Error("CUDA rmsnorm: too many rows");
+  auto* xb = static_cast<__nv_bfloat16*>(grow(xb_, static_cast<size_t>(n * norm.cols) * 2, "CUDA activations (bf16)"));
+  rmsnorm_kernel<<<static_cast<unsigned>(n), 256, 0, stream_>>>(x, norm.f32, xb, static_cast<int>(norm.cols), eps_);
+  CKV_LAUNCH_CHECK();
+  return xb;
 }
 
 void CudaBackend::matmul(std::span<const MatmulOut> outs, const float* x, int64_t n) {
   if (outs.empty() || n <= 0) return;
-  const int64_t cols = outs[0].W->cols();
-  for (const MatmulOut& o : outs)
-    if (weight(*o.W).cols != cols)
-      throw Error("CUDA matmul: " + o.W->name + " has " + std::to_string(o.W->cols()) + " columns, the input " +
-                  std::to_string(cols));
-  // One row (a decode step of one sequence): the fused GEMV, all outputs in one launch.
-  if (n == 1 && outs.size() <= 3 && cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-      !std::getenv("CKV_CUDA_NO_GEMV")) {  // CKV_CUDA_NO_GEMV=1: cuBLASLt for single rows too (comparisons)
-    GemvSet gs{};
-    int64_t total = 0, pairs = 0;
-    for (const MatmulOut& o : outs) {
-      const Weight& w = weight(*o.W);
-      gs.w[gs.n_out] = w.bf;
-      gs.y[gs.n_out] = o.y;
-      gs.rows[gs.n_out++] = static_cast<int>(w.rows);
-      total += w.rows;
-      pairs += (w.rows + 1) / 2;
-    }
-    // Two rows a warp by default (85% of the copy bandwidth on the H200 against
-    // 70% for one row a warp, measured); CKV_CUDA_GEMV=1 picks the other.
-    const char* v = std::getenv("CKV_CUDA_GEMV");
-    if (!v || std::atoi(v) != 1)
-      gemv2_kernel<<<static_cast<unsigned>(ceil_div(pairs, 8)), 256, 0, stream_>>>(gs, x, static_cast<int>(cols));
-    else
-      gemv_kernel<<<static_cast<unsigned>(ceil_div(total, 8)), 256, 0, stream_>>>(gs, x, static_cast<int>(cols));
-    CKV_LAUNCH_CHECK();
-    return;
-  }
-  auto* xb = static_cast<__nv_bfloat16*>(grow(xb_, static_cast<size_t>(n * cols) * 2, "CUDA activations (bf16)"));
-  to_bf16_kernel<<<grid_for(n * cols / 4 + 1, 256), 256, 0, stream_>>>(x, xb, n * cols);
-  CKV_LAUNCH_CHECK();
+  const int64_t cols = check_cols(outs, "matmul");
+  if (gemv_fits(x, n, cols, outs.size(), nullptr)) return gemv(outs, nullptr, GemvOut::Store, x, cols);
+  const __nv_bfloat16* xb = to_bf16(x, n, cols);
   for (const MatmulOut& o : outs) gemm(weight(*o.W), xb, n, o.y);
+}
+
+void CudaBackend::rmsnorm_matmul(const float* x, const Tensor& norm, float* /*xn*/, std::span<const MatmulOut> outs,
+                                 int64_t n) {
+  if (outs.empty() || n <= 0) return;
+  const int64_t cols = check_cols(outs, "matmul");
+  const Weight& nw = weight(norm);
+  if (nw.cols != cols)
+    throw Error("CUDA rmsnorm_matmul: " + norm.name + " has " + std::to_string(nw.cols) + " weights for rows of " +
+                std::to_string(cols));
+  if (gemv_fits(x, n, cols, outs.size(), &nw)) return gemv(outs, &nw, GemvOut::Store, x, cols);
+  const __nv_bfloat16* xb = rmsnorm_bf16(x, nw, n);
+  for (const MatmulOut& o : outs) gemm(weight(*o.W), xb, n, o.y);
+}
+
+void CudaBackend::matmul_add(const Tensor& W, const float* x, int64_t n, float* y, float* /*tmp*/) {
+  if (n <= 0) return;
+  const MatmulOut o[] = {{&W, y}};
+  const int64_t cols = check_cols(o, "matmul");
+  if (gemv_fits(x, n, cols, 1, nullptr)) return gemv(o, nullptr, GemvOut::Add, x, cols);
+  gemm(weight(W), to_bf16(x, n, cols), n, y, 1.0f);  // beta = 1: y += x W^T
+}
+
+void CudaBackend::ffn_hidden(const float* x, const Tensor& norm, float* /*xn*/, const Tensor& gate, const Tensor& up,
+                             float* h, float* up_out, int64_t n) {
+  if (n <= 0) return;
+  const MatmulOut o[] = {{&gate, h}, {&up, up_out}};
+  const int64_t cols = check_cols(o, "matmul");
+  const Weight& nw = weight(norm);
+  if (nw.cols != cols)
+    throw Error("CUDA ffn_hidden: " + norm.name + " has " + std::to_string(nw.cols) + " weights for rows of " +
+                std::to_string(cols));
+  const int64_t ff = weight(gate).rows;
+  if (weight(up).rows != ff)
+    throw Error("CUDA ffn_hidden: " + gate.name + " and " + up.name + " differ in rows");
+  if (gemv_fits(x, n, cols, 2, &nw)) return gemv(o, &nw, GemvOut::Glu, x, cols);
+  const __nv_bfloat16* xb = rmsnorm_bf16(x, nw, n);
+  gemm(weight(gate), xb, n, h);
+  gemm(weight(up), xb, n, up_out);
+  swiglu(h, up_out, h, n * ff);
 }
 
 // ---- attention --------------------------------------------------------------
@@ -1105,7 +1250,10 @@ SeqList CudaBackend::list_seqs(std::span<const Item> items, const char* what) {
   sl.G = G;
   sl.tiles = static_cast<int>(ceil_div(int64_t(H / G) * sl.max_n, kDecodeTileRows));
   const int64_t pairs = int64_t(sl.n) * G * sl.tiles;
-  sl.splits = static_cast<int>(std::max<int64_t>(1, ceil_div(4LL * prop_.multiProcessorCount, pairs)));
+  // As many splits as fill one wave of the SMs, never more: a second, partial
+  // wave costs as long as a full one (1.3 waves ran the B = 1 case at 39% of
+  // the copy bandwidth).
+  sl.splits = static_cast<int>(std::max<int64_t>(1, decode_wave_ / pairs));
   const int tk = decode_tile_keys();
   for (PagedSeq& sq : seqs_) {
     const int longest = std::max(1, sq.chunk);  // max_len, set above
@@ -1217,11 +1365,15 @@ void CudaBackend::embed_step(float* x) {
   CKV_LAUNCH_CHECK();
 }
 
-void CudaBackend::rope_step(float* x, int n_heads) {
-  if (step_rows_ == 0) return;
+void CudaBackend::rope_append_step(float* q, float* k, const float* v, int layer, int n_heads, int n_kv) {
+  if (step_rows_ == 0 || step_.n == 0) return;
   if (!inv_freq_) throw Error("CUDA rope: prepare() was not called");
-  rope_kernel<<<grid_for(step_rows_ * n_heads * (hd_ / 2), 256), 256, 0, stream_>>>(
-      x, step_pos_, step_rows_, n_heads, hd_, inv_freq_, pos_scale_, interleaved_);
+  if (n_kv != step_.G) throw Error("CUDA rope_append_step: " + std::to_string(n_kv) + " KV heads, the caches hold " +
+                                   std::to_string(step_.G));
+  const unsigned threads = static_cast<unsigned>(std::clamp(hd_ / 2, 32, 256));
+  rope_append_kernel<<<dim3(step_.max_n, n_heads + n_kv, static_cast<unsigned>(step_.n)), threads, 0, stream_>>>(
+      step_.pool, step_seqs_, layer * step_.G, step_pos_, q, k, v, n_heads, n_kv, hd_, inv_freq_, pos_scale_,
+      interleaved_);
   CKV_LAUNCH_CHECK();
 }
 

@@ -104,6 +104,10 @@ void attention_decode_split(const float* q, float* out, const PagedPool& pool, c
                             int n_kv, int hd, cudaStream_t s);
 bool decode_split_supported(int hd);
 int decode_tile_keys();  // a split's keys are best a multiple of this (4 warps x 16 keys)
+// Blocks of the split kernel resident on one SM at once (its occupancy; 4
+// for head dims it does not serve): a grid of at most this many per SM runs
+// in one wave.
+int decode_blocks_per_sm(int hd);
 
 // The generic decode (any head dim; one block per query row and head) with
 // optional probe outputs (mass over [lo, hi) and argmax row per head of a
