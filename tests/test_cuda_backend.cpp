@@ -382,13 +382,17 @@ TEST(CudaOps, MatmulEveryWeightType) {
   }
 }
 
-// The fused forms (one row: the GEMV with the norm, the residual add or
-// SwiGLU in it; more rows: cuBLASLt behind a bf16 rmsnorm, beta = 1) against
-// the CPU's, which are the plain calls in sequence.
+// The fused forms against the CPU's, which are the plain calls in sequence:
+// CUDA's defaults, and with CKV_CUDA_FUSED=1 its own (one row: the GEMV with
+// the norm, the residual add or SwiGLU in it; more rows: cuBLASLt behind a
+// bf16 rmsnorm, beta = 1).
 TEST(CudaOps, FusedProductsEqualTheirParts) {
   REQUIRE_GPU();
   std::mt19937 g(9);
+  for (const bool fused : {false, true})
   for (DType t : {DType::BF16, DType::Q4_K}) {
+    if (fused) setenv("CKV_CUDA_FUSED", "1", 1);  // read when the backend is made
+    else unsetenv("CKV_CUDA_FUSED");
     ModelShape s;
     s.wtype = t;
     s.dim = 256;
@@ -396,9 +400,10 @@ TEST(CudaOps, FusedProductsEqualTheirParts) {
     s.heads = 8;
     s.hd = 32;
     Both b(s, 10);
+    unsetenv("CKV_CUDA_FUSED");
     const LayerWeights& w = b.m->layers[0];
     for (int64_t n : {1, 3, 130}) {
-      const std::string what = dtype_name(t) + " n=" + std::to_string(n);
+      const std::string what = dtype_name(t) + " n=" + std::to_string(n) + (fused ? " fused" : "");
       Pair x(*b.cpu, *b.cuda, randn(n * s.dim, g)), xn(*b.cpu, *b.cuda, n * s.dim);
       {  // rmsnorm_matmul: q/k/v of the normalised rows
         Pair q(*b.cpu, *b.cuda, n * s.heads * s.hd), k(*b.cpu, *b.cuda, n * s.kv * s.hd),
@@ -860,6 +865,57 @@ TEST(CudaEndToEnd, RecordedStepsEqualDirectSteps) {
       EXPECT_GE(rec.recordings().kept(), 2u) << kn << ": the steps were not recorded";
     }
     EXPECT_EQ(dir.recordings().kept(), 0u);
+  }
+}
+
+// The fused decode forms (CKV_CUDA_FUSED=1: the GEMV with the norm, the
+// residual add or SwiGLU in it, RoPE with the append, one-wave split-K) give
+// the plain kernels' logits within the bf16 tolerance: one sequence (the
+// GEMV paths) and a batch of three of different lengths, one compressed
+// (cuBLASLt behind the bf16 rmsnorm, beta = 1), greedy from the plain run.
+TEST(CudaEndToEnd, FusedStepsMatchPlainSteps) {
+  REQUIRE_GPU();
+  ModelShape sh;
+  sh.dim = 256, sh.hidden = 512, sh.heads = 8, sh.kv = 2, sh.hd = 64, sh.vocab = 300, sh.layers = 3;
+  sh.wtype = DType::BF16;
+  auto m = random_model(sh, 93);
+  const int V = sh.vocab;
+  std::mt19937 g(7);
+  std::uniform_int_distribution<int> tok(0, V - 1);
+  ContextOptions co;
+  co.max_seqs = 4;
+  co.kv_type = KvType::F16;
+  co.n_ctx = 2048;
+  setenv("CKV_CUDA_FUSED", "1", 1);
+  Context fused(*m, gpu_backend(), co);
+  unsetenv("CKV_CUDA_FUSED");
+  Context plain(*m, gpu_backend(), co);
+  for (int batch : {1, 3}) {
+    std::vector<std::unique_ptr<Sequence>> sf, sp;
+    std::vector<std::vector<float>> lf(batch, std::vector<float>(V)), lp = lf;
+    for (int i = 0; i < batch; ++i) {
+      SequenceOptions o;
+      if (i == 2) o.method = "snapkv", o.press.budget = 128;
+      std::vector<int> p(i == 0 ? 600 : 150 * i + 40);
+      for (int& t : p) t = tok(g);
+      sf.push_back(std::make_unique<Sequence>(fused, o));
+      sp.push_back(std::make_unique<Sequence>(plain, o));
+      sf.back()->read(p, lf[i].data());
+      sp.back()->read(p, lp[i].data());
+    }
+    for (int s = 0; s < 24; ++s) {
+      std::vector<std::vector<int>> toks(batch);
+      std::vector<DecodeStep> bf, bp;
+      for (int i = 0; i < batch; ++i) {
+        toks[i] = {Sampler::argmax(lp[i].data(), V)};
+        bf.push_back({sf[i].get(), toks[i], lf[i].data()});
+        bp.push_back({sp[i].get(), toks[i], lp[i].data()});
+      }
+      decode_step(fused, bf);
+      decode_step(plain, bp);
+      for (int i = 0; i < batch; ++i)
+        EXPECT_LE(nerr(lf[i], lp[i]), 1e-2) << "batch " << batch << ", step " << s << ", sequence " << i;
+    }
   }
 }
 

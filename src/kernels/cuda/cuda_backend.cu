@@ -922,6 +922,12 @@ class CudaBackend final : public Backend {
   std::vector<uint8_t> step_host_;
   SeqList step_;
   int64_t step_rows_ = 0;
+  // CKV_CUDA_FUSED=1: the fused decode forms (rmsnorm_matmul, matmul_add,
+  // ffn_hidden, rope_append_step in one launch each) and split-K sized to one
+  // wave of the kernel's occupancy. Written without a GPU at hand: opt-in
+  // until they are measured on one (otherwise the plain kernels in sequence,
+  // and 4 split blocks an SM, as measured in bench/cuda_notes.md).
+  const bool fused_ = std::getenv("CKV_CUDA_FUSED") && std::atoi(std::getenv("CKV_CUDA_FUSED")) == 1;
   int64_t decode_wave_ = 4;  // split-kernel blocks resident at once on the device (prepare())
   const int32_t* step_tokens_ = nullptr;
   const int32_t* step_pos_ = nullptr;
@@ -1031,7 +1037,7 @@ void CudaBackend::prepare(const Model& m, const BackendLimits& lim) {
        "CUDA decode step inputs");
   const int G = std::max(1, m.config.n_kv_heads);
   const int64_t tiles = ceil_div(int64_t(m.config.n_heads / G) * std::min<int64_t>(8, lim.max_rows), kDecodeTileRows);
-  decode_wave_ = int64_t(decode_blocks_per_sm(m.config.head_dim)) * prop_.multiProcessorCount;
+  decode_wave_ = int64_t(fused_ ? decode_blocks_per_sm(m.config.head_dim) : 4) * prop_.multiProcessorCount;
   partials(std::max<int64_t>(int64_t(lim.max_seqs) * G * tiles, decode_wave_));
   CKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
@@ -1134,8 +1140,9 @@ void CudaBackend::matmul(std::span<const MatmulOut> outs, const float* x, int64_
   for (const MatmulOut& o : outs) gemm(weight(*o.W), xb, n, o.y);
 }
 
-void CudaBackend::rmsnorm_matmul(const float* x, const Tensor& norm, float* /*xn*/, std::span<const MatmulOut> outs,
+void CudaBackend::rmsnorm_matmul(const float* x, const Tensor& norm, float* xn, std::span<const MatmulOut> outs,
                                  int64_t n) {
+  if (!fused_) return Backend::rmsnorm_matmul(x, norm, xn, outs, n);
   if (outs.empty() || n <= 0) return;
   const int64_t cols = check_cols(outs, "matmul");
   const Weight& nw = weight(norm);
@@ -1147,7 +1154,8 @@ void CudaBackend::rmsnorm_matmul(const float* x, const Tensor& norm, float* /*xn
   for (const MatmulOut& o : outs) gemm(weight(*o.W), xb, n, o.y);
 }
 
-void CudaBackend::matmul_add(const Tensor& W, const float* x, int64_t n, float* y, float* /*tmp*/) {
+void CudaBackend::matmul_add(const Tensor& W, const float* x, int64_t n, float* y, float* tmp) {
+  if (!fused_) return Backend::matmul_add(W, x, n, y, tmp);
   if (n <= 0) return;
   const MatmulOut o[] = {{&W, y}};
   const int64_t cols = check_cols(o, "matmul");
@@ -1155,8 +1163,9 @@ void CudaBackend::matmul_add(const Tensor& W, const float* x, int64_t n, float* 
   gemm(weight(W), to_bf16(x, n, cols), n, y, 1.0f);  // beta = 1: y += x W^T
 }
 
-void CudaBackend::ffn_hidden(const float* x, const Tensor& norm, float* /*xn*/, const Tensor& gate, const Tensor& up,
+void CudaBackend::ffn_hidden(const float* x, const Tensor& norm, float* xn, const Tensor& gate, const Tensor& up,
                              float* h, float* up_out, int64_t n) {
+  if (!fused_) return Backend::ffn_hidden(x, norm, xn, gate, up, h, up_out, n);
   if (n <= 0) return;
   const MatmulOut o[] = {{&gate, h}, {&up, up_out}};
   const int64_t cols = check_cols(o, "matmul");
@@ -1253,7 +1262,7 @@ SeqList CudaBackend::list_seqs(std::span<const Item> items, const char* what) {
   // As many splits as fill one wave of the SMs, never more: a second, partial
   // wave costs as long as a full one (1.3 waves ran the B = 1 case at 39% of
   // the copy bandwidth).
-  sl.splits = static_cast<int>(std::max<int64_t>(1, decode_wave_ / pairs));
+  sl.splits = static_cast<int>(std::max<int64_t>(1, fused_ ? decode_wave_ / pairs : ceil_div(decode_wave_, pairs)));
   const int tk = decode_tile_keys();
   for (PagedSeq& sq : seqs_) {
     const int longest = std::max(1, sq.chunk);  // max_len, set above
@@ -1370,6 +1379,14 @@ void CudaBackend::rope_append_step(float* q, float* k, const float* v, int layer
   if (!inv_freq_) throw Error("CUDA rope: prepare() was not called");
   if (n_kv != step_.G) throw Error("CUDA rope_append_step: " + std::to_string(n_kv) + " KV heads, the caches hold " +
                                    std::to_string(step_.G));
+  if (!fused_) {  // the kernels of rope() and kv_append() on the step's device inputs
+    for (auto [x, nh] : {std::pair<float*, int>{q, n_heads}, {k, n_kv}}) {
+      rope_kernel<<<grid_for(step_rows_ * nh * (hd_ / 2), 256), 256, 0, stream_>>>(x, step_pos_, step_rows_, nh, hd_,
+                                                                                  inv_freq_, pos_scale_, interleaved_);
+      CKV_LAUNCH_CHECK();
+    }
+    return append_launch(step_, step_seqs_, layer, k, v);
+  }
   const unsigned threads = static_cast<unsigned>(std::clamp(hd_ / 2, 32, 256));
   rope_append_kernel<<<dim3(step_.max_n, n_heads + n_kv, static_cast<unsigned>(step_.n)), threads, 0, stream_>>>(
       step_.pool, step_seqs_, layer * step_.G, step_pos_, q, k, v, n_heads, n_kv, hd_, inv_freq_, pos_scale_,
