@@ -8,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "server/connection_socket.h"
 #include "server/openai_response.h"
 #include "util/error.h"
 
@@ -31,7 +32,6 @@ void send_error(httplib::Response& res, const ApiError& e) {
 struct Stream {
   std::shared_ptr<Job> job;
   bool started = false, ended = false;
-  std::string text;  // stream: false: the whole answer
 };
 
 }  // namespace
@@ -61,6 +61,41 @@ int HttpServer::bind() {
 void HttpServer::run() { svr_->listen_after_bind(); }
 
 void HttpServer::stop() { svr_->stop(); }
+
+// A request with stream: false. The handler waits for the whole answer, so
+// the status line says how it ended (a failure after admission: its own 4xx
+// or 5xx, not a 200 with an error body); meanwhile the connection's socket
+// is watched, and a client that hangs up cancels its sequence at once.
+void HttpServer::answer_whole(const httplib::Request& req, httplib::Response& res, const std::shared_ptr<Job>& job) {
+  const int fd = connection_socket(req.remote_addr, req.remote_port, req.local_port);
+  std::string text;
+  auto checked = Clock::now();
+  for (;;) {
+    Event ev;
+    const bool got = job->pop(ev, std::chrono::milliseconds(50));
+    if (Clock::now() - checked >= std::chrono::milliseconds(50)) {  // tokens may come faster than that
+      if (fd >= 0 && peer_closed(fd)) {
+        engine_.cancel(job);
+        metrics_.count_request(499);
+        send_json(res, 499, error_json(ApiError(499, "the client closed the connection")));  // nobody reads it
+        return;
+      }
+      checked = Clock::now();
+    }
+    if (!got) continue;
+    if (ev.kind == Event::Text) {
+      text += ev.text;
+    } else if (ev.kind == Event::Finish) {
+      metrics_.count_request(200);
+      send_json(res, 200, completion_json(*job, text, ev.finish_reason));
+      return;
+    } else {
+      metrics_.count_request(ev.error->status);
+      send_error(res, *ev.error);
+      return;
+    }
+  }
+}
 
 void HttpServer::routes() {
   httplib::Server& s = *svr_;
@@ -136,7 +171,7 @@ void HttpServer::routes() {
   auto generate = [this](Endpoint e) {
     // A content reader, so the body is read whatever its Content-Type (httplib
     // caps form-encoded bodies, curl -d's default, at 8 KiB otherwise).
-    return [this, e](const httplib::Request&, httplib::Response& res, const httplib::ContentReader& reader) {
+    return [this, e](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
       std::string body;
       const bool read = reader([&](const char* d, size_t n) {
         body.append(d, n);
@@ -155,13 +190,11 @@ void HttpServer::routes() {
         send_error(res, err);
         return;
       }
+      if (!job->req.stream) return answer_whole(req, res, job);
       auto st = std::make_shared<Stream>();
       st->job = job;
-      const bool stream = job->req.stream;
-      if (stream) {
-        res.set_header("Cache-Control", "no-cache");
-        res.set_header("X-Accel-Buffering", "no");
-      }
+      res.set_header("Cache-Control", "no-cache");
+      res.set_header("X-Accel-Buffering", "no");
       // The client gone (a failed write, or a closed socket seen while
       // waiting): the sequence is cancelled and counted as 499.
       auto gone = [this, st] {
@@ -172,15 +205,15 @@ void HttpServer::routes() {
         return false;
       };
       res.set_chunked_content_provider(
-          stream ? "text/event-stream" : "application/json",
-          [this, st, stream, gone](size_t, httplib::DataSink& sink) {
+          "text/event-stream",
+          [this, st, gone](size_t, httplib::DataSink& sink) {
             Job& j = *st->job;
             auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-            if (stream && !st->started && j.req.endpoint == Endpoint::Chat && !write(sse(chunk_json(j, "", "", true))))
+            if (!st->started && j.req.endpoint == Endpoint::Chat && !write(sse(chunk_json(j, "", "", true))))
               return gone();
             st->started = true;
-            // Whether the client is still there, every 50 ms (a body that is
-            // not streamed writes nothing until the end).
+            // Whether the client is still there, every 50 ms (between tokens
+            // a stream may write nothing for a long time: a prompt's prefill).
             auto checked = Clock::now();
             for (;;) {
               Event ev;
@@ -191,24 +224,18 @@ void HttpServer::routes() {
               }
               if (!got) continue;
               if (ev.kind == Event::Text) {
-                if (!stream) st->text += ev.text;
-                else if (!write(sse(chunk_json(j, ev.text, "", false)))) return gone();
+                if (!write(sse(chunk_json(j, ev.text, "", false)))) return gone();
                 continue;
               }
               bool wrote = true;
               int status = 200;
               if (ev.kind == Event::Finish) {
-                if (stream) {
-                  wrote = write(sse(chunk_json(j, "", ev.finish_reason, false)));
-                  if (wrote && j.req.include_usage) wrote = write(sse(usage_chunk_json(j)));
-                  if (wrote) wrote = write("data: [DONE]\n\n");
-                } else {
-                  wrote = write(dump(completion_json(j, st->text, ev.finish_reason)));
-                }
-              } else {  // Fail: the status line went out already; the error object says what happened
+                wrote = write(sse(chunk_json(j, "", ev.finish_reason, false)));
+                if (wrote && j.req.include_usage) wrote = write(sse(usage_chunk_json(j)));
+                if (wrote) wrote = write("data: [DONE]\n\n");
+              } else {  // Fail: the status line went out already; the error event says what happened
                 status = ev.error->status;
-                if (stream) wrote = write(sse(error_json(*ev.error))) && write("data: [DONE]\n\n");
-                else wrote = write(dump(error_json(*ev.error)));
+                wrote = write(sse(error_json(*ev.error))) && write("data: [DONE]\n\n");
               }
               if (!wrote) return gone();
               st->ended = true;

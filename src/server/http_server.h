@@ -11,6 +11,8 @@
 
 namespace httplib {
 class Server;
+struct Request;
+struct Response;
 }
 
 namespace ckv::server {
@@ -35,6 +37,7 @@ class HttpServer {
 
  private:
   void routes();
+  void answer_whole(const httplib::Request& req, httplib::Response& res, const std::shared_ptr<Job>& job);
   const ServeModel& sm_;
   Engine& engine_;
   Metrics& metrics_;
