@@ -556,6 +556,23 @@ TEST(BadInputOptions, CompressKVWithoutProfile) {
                {"--kv-profile", "compresskv"});
 }
 
+// serve --kv-profiles: a missing file, a profile of another model, a name
+// given twice or the reserved "default": the flag and the entry are named,
+// before the server allocates or listens.
+TEST(BadInputOptions, ServeProfiles) {
+  const std::vector<std::string> base = {"serve", "-m", stories(), "--port", "0", "--kv-profiles"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> v = base;
+    v.insert(v.end(), extra.begin(), extra.end());
+    return v;
+  };
+  expect_error(with({"x=/nonexistent/p.json"}), {"--kv-profiles x=/nonexistent/p.json", "cannot open"});
+  const std::string smol_profile = ckv::test::source_dir() + "/profiles/smollm2-135m-instruct.json";
+  expect_error(with({"smol=" + smol_profile}), {"--kv-profiles smol=", "30 layers", "5 layers"});
+  expect_error(with({"default=" + smol_profile}), {"'default' names the server's own --kv-profile"});
+  expect_error(with({"=" + smol_profile}), {"expected NAME=PATH or PATH"});
+}
+
 // The authors' Llama-3.1-8B ranking has 32 layers; SmolLM2 has 30.
 TEST(BadInputOptions, ProfileImportForOtherModel) {
   CKV_REQUIRE_SHARED();

@@ -276,7 +276,7 @@ static void warn_unused_session_flags(const SessionArgs& a) {
     warn("--kv-dump-kept does nothing in " + a.app->get_name() + " (it is read by run; ignored)");
 }
 
-SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof) {
+SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof, const Profile* loaded) {
   // The method name first: a misspelt method should not be asked for a budget.
   const std::vector<std::string> names = press_names();
   if (std::find(names.begin(), names.end(), a.method) == names.end()) {
@@ -313,6 +313,10 @@ SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& pr
   if ((a.method != "full" || !a.select.empty()) && a.budget <= 0)
     throw Error((a.select.empty() ? "--kv-method " + a.method : "--kv-select " + a.select) +
                 " needs --kv-budget N (average tokens kept per layer)");
+  if (loaded && uses_profile(a)) {  // loaded and checked by the caller (serve's profiles)
+    o.profile = loaded;
+    return o;
+  }
   std::string profile = a.profile;
   if (profile.empty() && uses_profile(a)) {
     profile = shipped_profile_for(m);

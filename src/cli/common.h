@@ -83,7 +83,8 @@ void default_kv_type(SessionArgs& kv, const ModelArgs& m);
 // Session options for these flags; loads and checks the profile into `prof`
 // (no --kv-type: f32).
 // Checks the method name first, then warns about flags the method ignores.
-SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof);
+SessionOptions session_options(const SessionArgs& a, const Model& m, Profile& prof,
+                                const Profile* loaded = nullptr);
 // Path of a shipped profile (profiles/) matching the model's shape and
 // fingerprint, "" when none.
 std::string shipped_profile_for(const Model& m);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "cli/common.h"
@@ -34,8 +35,40 @@ struct ServeArgs {
   ModelArgs model;
   SessionArgs kv;
   std::string host = "127.0.0.1", api_key, chat_template, alias, kv_memory, max_body = "8MiB";
+  std::vector<std::string> profiles;  // --kv-profiles NAME=PATH ...
   int port = 8080, max_seqs = 16, queue = 64, ctx = 0, prefill_slice = 1;
 };
+
+// The profiles a request may name (kv.profile), loaded and checked once at
+// start; "default" is the server's own (--kv-profile, or the shipped one).
+using Profiles = std::map<std::string, std::shared_ptr<const Profile>>;
+
+Profiles load_profiles(const ServeArgs& a, const Model& m) {
+  Profiles out;
+  auto add = [&](const std::string& name, const std::string& path, const std::string& flag) {
+    try {
+      auto p = std::make_shared<Profile>(Profile::load(path));
+      const ModelConfig& c = m.config;
+      const std::string w = p->check_model(c.arch, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, m.fingerprint());
+      if (!w.empty()) warn(flag + " " + path + ": " + w);
+      out[name] = std::move(p);
+    } catch (const Error& e) {
+      throw Error(flag + " " + (name == "default" ? "" : name + "=") + path + ": " + e.what());
+    }
+  };
+  const std::string own = !a.kv.profile.empty() ? a.kv.profile : shipped_profile_for(m);
+  if (!own.empty()) add("default", own, "--kv-profile");
+  for (const std::string& e : a.profiles) {
+    const size_t eq = e.find('=');
+    const std::string path = eq == std::string::npos ? e : e.substr(eq + 1);
+    const std::string name = eq == std::string::npos ? std::filesystem::path(e).stem().string() : e.substr(0, eq);
+    if (name.empty() || path.empty()) throw Error("--kv-profiles " + e + ": expected NAME=PATH or PATH");
+    if (name == "default") throw Error("--kv-profiles " + e + ": 'default' names the server's own --kv-profile");
+    if (out.count(name)) throw Error("--kv-profiles " + e + ": the name '" + name + "' is given twice");
+    add(name, path, "--kv-profiles");
+  }
+  return out;
+}
 
 // "--kv-budget 8 must be ..." -> param "kv.budget", text "kv.budget 8 must be ...".
 ApiError kv_error(const std::string& msg, const std::string& fallback = "kv") {
@@ -52,7 +85,7 @@ ApiError kv_error(const std::string& msg, const std::string& fallback = "kv") {
 
 // The request's kv extension over the server's flags, through the same
 // session_options as run and bench (same checks, same shipped profile).
-KvSettings kv_settings(const SessionArgs& base, const std::string& profile, const Model& m, int max_window, int n_ctx,
+KvSettings kv_settings(const SessionArgs& base, const Profiles& profiles, const Model& m, int max_window, int n_ctx,
                        const KvRequest& k) {
   SessionArgs a = base;
   a.app = nullptr;  // no flag warnings per request
@@ -75,15 +108,27 @@ KvSettings kv_settings(const SessionArgs& base, const std::string& profile, cons
   const bool compressing = a.method != "full" || !a.select.empty();
   if (compressing && a.budget > n_ctx)
     throw ApiError(400, "'kv.budget' " + std::to_string(a.budget) + " exceeds the context size " + std::to_string(n_ctx), "kv.budget");
-  if (a.profile.empty() && profile_needed(a.method, a.select, a.alloc)) a.profile = profile;
   KvSettings ks;
-  ks.profile = std::make_shared<Profile>();
+  ks.profile_name = k.profile.value_or("default");
+  if (auto it = profiles.find(ks.profile_name); it != profiles.end()) {
+    ks.profile = it->second;
+  } else if (k.profile) {
+    std::string names;
+    for (const auto& [n, p] : profiles) names += (names.empty() ? "" : ", ") + n;
+    throw ApiError(400, "'kv.profile' '" + *k.profile + "' is not one of this server's profiles (" +
+                            (names.empty() ? "none" : names) + "; serve --kv-profiles NAME=PATH)", "kv.profile");
+  }
+  a.profile.clear();  // the loaded one or none (no file is read per request)
+  Profile none;
   SessionOptions so;
   try {
-    so = session_options(a, m, *ks.profile);
+    so = session_options(a, m, none, ks.profile.get());
   } catch (const Error& e) {
     throw kv_error(e.what(), k.method ? "kv.method" : "kv");
   }
+  if (!so.profile && k.profile)
+    throw ApiError(400, "'kv.profile' is given, but this method reads no profile (compresskv, srh or error-aware do)",
+                   "kv.profile");
   ks.seq = sequence_options(so);
   if (!so.profile) ks.profile.reset();
   try {
@@ -111,6 +156,7 @@ int serve(const ServeArgs& a, const CLI::App& app) {
   const size_t max_body = parse_bytes(a.max_body, "--max-body");
   const size_t kv_memory = a.kv_memory.empty() ? 0 : parse_bytes(a.kv_memory, "--kv-memory");
   auto m = load(a.model);
+  const Profiles profiles = load_profiles(a, *m);  // before anything is allocated: a bad one stops the start
   std::unique_ptr<Tokenizer> tok;
   if (!m->vocab.tokens.empty()) tok = tokenizer_for(*m);
   Profile prof;
@@ -156,9 +202,8 @@ int serve(const ServeArgs& a, const CLI::App& app) {
   sm.alias = !a.alias.empty() ? a.alias
              : !a.model.model.empty() ? std::filesystem::path(a.model.model).stem().string()
                                       : std::filesystem::path(a.model.random_weights).stem().string();
-  const std::string profile = !a.kv.profile.empty() ? a.kv.profile : shipped_profile_for(*m);
   const int max_window = ctx.options().max_window, n_ctx = ctx.n_ctx();
-  sm.kv_settings = [&](const KvRequest& k) { return kv_settings(a.kv, profile, *m, max_window, n_ctx, k); };
+  sm.kv_settings = [&](const KvRequest& k) { return kv_settings(a.kv, profiles, *m, max_window, n_ctx, k); };
   sm.ever_fits = [&](int64_t pages) { return engine.ever_fits(pages); };
 
   HttpOptions ho;
@@ -217,6 +262,9 @@ CLI::App* add_serve(CLI::App& app, std::function<int()>& action) {
       ->default_str("the model's");
   c->add_option("--prefill-slice", a->prefill_slice, "layers of a prompt read between two decode steps")
       ->check(int_range(1, 4096));
+  c->add_option("--kv-profiles", a->profiles,
+                "more profiles a request may pick by name ({\"kv\": {\"profile\": NAME}}): NAME=PATH, or PATH "
+                "(named by its file's stem); the server's own --kv-profile is \"default\"");
   c->add_option("--chat-template", a->chat_template, "chat template family: chatml, llama3, mistral, llama2");
   c->add_option("--max-body", a->max_body, "largest request body (bytes, suffixes as --kv-memory)");
   c->add_option("--alias", a->alias, "model id in /v1/models (default: the model file's stem)");

@@ -28,8 +28,9 @@ using Clock = std::chrono::steady_clock;
 // The compression a request runs with, as reported back ("kv" of a response).
 struct KvSettings {
   SequenceOptions seq;
-  std::shared_ptr<Profile> profile;  // what seq.profile points to, when it reads one
-  std::string method;                // the press's name
+  std::shared_ptr<const Profile> profile;  // what seq.profile points to, when it reads one
+  std::string profile_name;                // its name among the server's profiles ("default": its own)
+  std::string method;                      // the press's name
   int budget = 0, window = 0;        // budget 0: full
 };
 

@@ -124,6 +124,7 @@ KvRequest kv(const json& v) {
   if (const json* x = field(v, "method")) k.method = string(*x, "kv.method");
   if (const json* x = field(v, "select")) k.select = string(*x, "kv.select");
   if (const json* x = field(v, "alloc")) k.alloc = string(*x, "kv.alloc");
+  if (const json* x = field(v, "profile")) k.profile = string(*x, "kv.profile");
   if (const json* x = field(v, "budget")) k.budget = static_cast<int>(integer(*x, "kv.budget", 1, INT32_MAX));
   if (const json* x = field(v, "window")) k.window = static_cast<int>(integer(*x, "kv.window", 1, INT32_MAX));
   if (const json* x = field(v, "window_at")) {

@@ -17,7 +17,7 @@ enum class Endpoint { Chat, Completion };
 
 // The "kv" extension: overrides of the server's --kv-* settings.
 struct KvRequest {
-  std::optional<std::string> method, select, alloc, window_at;
+  std::optional<std::string> method, select, alloc, window_at, profile;
   std::optional<int> budget, window;
 };
 

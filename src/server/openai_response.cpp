@@ -20,6 +20,7 @@ json kv_json(const Job& j) {
   return {{"method", j.kv.method},
           {"budget", j.kv.budget > 0 ? json(j.kv.budget) : json(nullptr)},
           {"window", j.kv.budget > 0 ? json(j.kv.window) : json(nullptr)},
+          {"profile", j.kv.profile ? json(j.kv.profile_name) : json(nullptr)},
           {"kv_bytes", j.prompt_kv_bytes.load()},
           {"full_kv_bytes", j.prompt_full_kv_bytes.load()}};
 }

@@ -4,7 +4,9 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { startServer, runReference, STORIES, SMOL } from './lib.mjs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { startServer, runReference, tempDir, STORIES, SMOL } from './lib.mjs';
 
 // A prompt of ~200 stories260K tokens: long enough that budgets of 32 evict.
 const story = 'Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. ' +
@@ -87,13 +89,54 @@ describe('per-request kv settings on stories260K', () => {
 describe('compresskv (SRH x error-aware, shipped profile) on SmolLM2', () => {
   let server;
   let ai;
+  let tmp;
+  let alt;
   const N = 8;
   const prompt = `Read this story and answer. ${story} Question: what was the name of the girl? Answer:`;
   before(async () => {
-    server = await startServer(['-m', SMOL]);
+    // A second profile a request can name: the shipped one with every layer's
+    // head ranking and the layer scores reversed (other heads, other budgets).
+    tmp = tempDir('ckv-profiles-');
+    const p = JSON.parse(readFileSync(path.join(import.meta.dirname, '../../profiles/smollm2-135m-instruct.json'), 'utf8'));
+    p.srh.ranking = p.srh.ranking.map((r) => [...r].reverse());
+    p.layer_scores = [...p.layer_scores].reverse();
+    alt = path.join(tmp.dir, 'alt.json');
+    writeFileSync(alt, JSON.stringify(p));
+    server = await startServer(['-m', SMOL, '--kv-profiles', `alt=${alt}`]);
     ai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'x', timeout: 60000, maxRetries: 0 });
   });
-  after(async () => { await server?.stop(); });
+  after(async () => {
+    await server?.stop();
+    tmp?.remove();
+  });
+
+  test('kv.profile picks one of --kv-profiles: equals run --kv-profile; the response names it', async () => {
+    // Budget 40, window 4 on the story: the two profiles answer differently.
+    const kv = { method: 'compresskv', budget: 40, window: 4 };
+    const req = { model: 'm', prompt: story, max_tokens: 16, temperature: 0, ignore_eos: true };
+    const [named, own, refAlt, refOwn] = await Promise.all([
+      ai.completions.create({ ...req, kv: { ...kv, profile: 'alt' } }),
+      ai.completions.create({ ...req, kv }),
+      runReference({ model: SMOL, prompt: story, n: 16, kv: [...runFlags(kv), '--kv-profile', alt], extra: ['--ignore-eos'] }),
+      runReference({ model: SMOL, prompt: story, n: 16, kv: runFlags(kv), extra: ['--ignore-eos'] }),
+    ]);
+    assert.notEqual(refAlt.text, refOwn.text, 'the test needs profiles that answer differently');
+    assert.equal(named.choices[0].text, refAlt.text);
+    assert.equal(own.choices[0].text, refOwn.text);
+    assert.equal(named.kv.profile, 'alt');
+    assert.equal(own.kv.profile, 'default');
+    const snap = await ai.completions.create({ model: 'm', prompt, max_tokens: 1, kv: { method: 'snapkv', budget: 48 } });
+    assert.equal(snap.kv.profile, null);
+    for (const [bad, why] of [[{ ...kv, profile: 'nope' }, /not one of this server's profiles \(alt, default/],
+      [{ method: 'snapkv', budget: 48, profile: 'alt' }, /reads no profile/], [{ ...kv, profile: 3 }, /kv.profile/]]) {
+      await assert.rejects(ai.completions.create({ model: 'm', prompt, max_tokens: 1, kv: bad }), (e) => {
+        assert.equal(e.status, 400);
+        assert.equal(e.param, 'kv.profile');
+        assert.match(e.message, why);
+        return true;
+      });
+    }
+  });
 
   test('compresskv and adacompresskv budgets equal run', async () => {
     for (const kv of [{ method: 'compresskv', budget: 48 }, { method: 'adacompresskv', budget: 64, window: 8 }]) {
