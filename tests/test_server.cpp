@@ -3,6 +3,7 @@
 // text, and the engine thread (continuous batching, sliced prefill) against
 // one Session per prompt.
 #include <cmath>
+#include <numeric>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -88,6 +89,14 @@ TEST(ServerRequest, RefusalsNameTheField) {
   EXPECT_EQ(param_of(R"({"prompt": [1, -2]})", Endpoint::Completion), "prompt[1]");
   EXPECT_EQ(param_of(R"({"prompt": ["a", "b"]})", Endpoint::Completion), "prompt");
   EXPECT_EQ(param_of(R"({"prompt": "x", "messages": 1})", Endpoint::Completion), "(accepted)");
+  // logprobs: completions an integer 0..20; chat a boolean, top_logprobs 0..20 with it
+  EXPECT_EQ(param_of(R"({"prompt": "x", "logprobs": 21})", Endpoint::Completion), "logprobs");
+  EXPECT_EQ(param_of(R"({"prompt": "x", "logprobs": true})", Endpoint::Completion), "logprobs");
+  EXPECT_EQ(param_of(R"({"prompt": "x", "logprobs": 0})", Endpoint::Completion), "(accepted)");
+  EXPECT_EQ(param_of("{" + m + R"(, "logprobs": 2})"), "logprobs");
+  EXPECT_EQ(param_of("{" + m + R"(, "top_logprobs": 2})"), "top_logprobs");
+  EXPECT_EQ(param_of("{" + m + R"(, "logprobs": true, "top_logprobs": 21})"), "top_logprobs");
+  EXPECT_EQ(param_of("{" + m + R"(, "logprobs": true, "top_logprobs": 20})"), "(accepted)");
 }
 
 TEST(ServerAdmission, PlanAndReservations) {
@@ -210,11 +219,13 @@ struct Outcome {
   std::string text, finish;
   int events = 0;
   int status = 0;
+  std::vector<TokenLogprob> logprobs;
 };
 Outcome drain(Job& j) {
   Outcome o;
   for (Event e; j.pop(e, std::chrono::milliseconds(20000));) {
     ++o.events;
+    o.logprobs.insert(o.logprobs.end(), e.logprobs.begin(), e.logprobs.end());
     if (e.kind == Event::Text) o.text += e.text;
     else if (e.kind == Event::Finish) return o.finish = e.finish_reason, o;
     else return o.status = e.error->status, o;
@@ -406,6 +417,61 @@ TEST(ServerEngine, NonFiniteLogitsEndTheRequestNotTheEngine) {
   }
   engine.shutdown();
   EXPECT_EQ(rig.ctx->pool().in_use(), 0);
+}
+
+// logprobs: each sampled token's log-softmax under the model's logits
+// (before temperature) and its most likely alternatives, against a Session
+// fed the same tokens and a log-softmax in double here. Greedy: the token is
+// the first alternative; sampled at temperature 1.5: the values are still the
+// model's own.
+TEST(ServerEngine, LogprobsAreTheModelsLogSoftmax) {
+  Rig rig(stories(), 2, 2000, EngineOptions{1, 4});
+  rig.engine->start();
+  const Model& m = *rig.m;
+  const int V = m.config.vocab_size;
+  for (const float temp : {0.0f, 1.5f}) {
+    GenRequest r;
+    r.endpoint = Endpoint::Completion;
+    r.prompt_is_ids = true;
+    r.prompt_ids = some_prompt(60, 7);
+    r.max_tokens = 20;
+    r.temperature = temp;
+    r.seed = 11;
+    r.ignore_eos = true;
+    r.logprobs = 3;
+    auto job = prepare_job(rig.sm, r);
+    rig.engine->submit(job);
+    const Outcome o = drain(*job);
+    ASSERT_EQ(o.finish, "length");
+    ASSERT_EQ(o.logprobs.size(), 20u);
+    SessionOptions so;
+    so.n_ctx = 512;
+    Session s(m, so);
+    std::vector<float> logits(V);
+    s.prefill(r.prompt_ids, logits.data());
+    for (size_t i = 0; i < o.logprobs.size(); ++i) {
+      const TokenLogprob& lp = o.logprobs[i];
+      double mx = -INFINITY, sum = 0;
+      for (float x : logits) mx = std::max(mx, double(x));
+      for (float x : logits) sum += std::exp(double(x) - mx);
+      const double lse = mx + std::log(sum);
+      EXPECT_NEAR(lp.logprob, logits[lp.id] - lse, 1e-4) << "token " << i;
+      std::vector<int> ids(V);
+      std::iota(ids.begin(), ids.end(), 0);
+      std::partial_sort(ids.begin(), ids.begin() + 3, ids.end(),
+                        [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+      ASSERT_EQ(lp.top.size(), 3u);
+      for (int k = 0; k < 3; ++k) {
+        EXPECT_EQ(lp.top[k].first, ids[k]) << "token " << i << " alternative " << k;
+        EXPECT_NEAR(lp.top[k].second, logits[ids[k]] - lse, 1e-4);
+      }
+      if (temp == 0.0f) {
+        EXPECT_EQ(lp.id, ids[0]) << "greedy token " << i;
+      }
+      if (i + 1 < o.logprobs.size()) s.decode(lp.id, logits.data());
+    }
+  }
+  rig.engine->shutdown();
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ void send_error(httplib::Response& res, const ApiError& e) {
 struct Stream {
   std::shared_ptr<Job> job;
   bool started = false, ended = false;
+  LogprobCursor at;
 };
 
 }  // namespace
@@ -69,6 +70,8 @@ void HttpServer::stop() { svr_->stop(); }
 void HttpServer::answer_whole(const httplib::Request& req, httplib::Response& res, const std::shared_ptr<Job>& job) {
   const int fd = connection_socket(req.remote_addr, req.remote_port, req.local_port);
   std::string text;
+  json logprobs;  // null unless asked for
+  LogprobCursor at;
   auto checked = Clock::now();
   for (;;) {
     Event ev;
@@ -83,11 +86,12 @@ void HttpServer::answer_whole(const httplib::Request& req, httplib::Response& re
       checked = Clock::now();
     }
     if (!got) continue;
+    if (ev.kind != Event::Fail) append_logprobs(logprobs, logprobs_json(*job, sm_.tok, ev.logprobs, at));
     if (ev.kind == Event::Text) {
       text += ev.text;
     } else if (ev.kind == Event::Finish) {
       metrics_.count_request(200);
-      send_json(res, 200, completion_json(*job, text, ev.finish_reason));
+      send_json(res, 200, completion_json(*job, text, ev.finish_reason, logprobs));
       return;
     } else {
       metrics_.count_request(ev.error->status);
@@ -209,6 +213,10 @@ void HttpServer::routes() {
           [this, st, gone](size_t, httplib::DataSink& sink) {
             Job& j = *st->job;
             auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+            // A chunk's logprobs: its tokens' (null for a chunk of none)
+            auto lp = [&](const std::vector<TokenLogprob>& v) {
+              return v.empty() ? json(nullptr) : logprobs_json(j, sm_.tok, v, st->at);
+            };
             if (!st->started && j.req.endpoint == Endpoint::Chat && !write(sse(chunk_json(j, "", "", true))))
               return gone();
             st->started = true;
@@ -224,13 +232,13 @@ void HttpServer::routes() {
               }
               if (!got) continue;
               if (ev.kind == Event::Text) {
-                if (!write(sse(chunk_json(j, ev.text, "", false)))) return gone();
+                if (!write(sse(chunk_json(j, ev.text, "", false, lp(ev.logprobs))))) return gone();
                 continue;
               }
               bool wrote = true;
               int status = 200;
               if (ev.kind == Event::Finish) {
-                wrote = write(sse(chunk_json(j, "", ev.finish_reason, false)));
+                wrote = write(sse(chunk_json(j, "", ev.finish_reason, false, lp(ev.logprobs))));
                 if (wrote && j.req.include_usage) wrote = write(sse(usage_chunk_json(j)));
                 if (wrote) wrote = write("data: [DONE]\n\n");
               } else {  // Fail: the status line went out already; the error event says what happened

@@ -34,11 +34,23 @@ struct KvSettings {
   int budget = 0, window = 0;        // budget 0: full
 };
 
+// A sampled token's log-probability under the model (the log-softmax of its
+// logits: before temperature, top-k or top-p) and the most likely tokens
+// there, most likely first.
+struct TokenLogprob {
+  int id = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int, float>> top;
+};
+
 struct Event {
   enum Kind { Text, Finish, Fail } kind = Text;
   std::string text;           // Text: new text (may be "" for a model without tokenizer: one event per token)
   std::string finish_reason;  // Finish: "stop" | "length"
   std::optional<ApiError> error;  // Fail
+  // Text, Finish: the logprobs of the tokens sampled since the last event
+  // (text held back by a stop string's prefix comes later than its tokens).
+  std::vector<TokenLogprob> logprobs;
 };
 
 enum class JobState { Queued, Prefill, Decode, Done };
@@ -64,6 +76,7 @@ struct Job {
   std::vector<float> logits;  // [vocab]; after a decode step with top > 0, its top candidates
   std::vector<int32_t> top_ids;  // [top]: their ids (DecodeStep::top)
   int top = 0;
+  std::vector<TokenLogprob> pending;  // req.logprobs >= 0: the sampled tokens' not yet sent
   int last = -1;              // the token to decode next
   Clock::time_point last_token_at;
   bool admitted = false;

@@ -189,6 +189,16 @@ GenRequest parse_request(const std::string& body, Endpoint e) {
     if (const json* u = field(*x, "include_usage")) r.include_usage = boolean(*u, "stream_options.include_usage");
   }
   if (const json* x = field(j, "ignore_eos")) r.ignore_eos = boolean(*x, "ignore_eos");
+  if (e == Endpoint::Completion) {
+    if (const json* x = field(j, "logprobs")) r.logprobs = static_cast<int>(integer(*x, "logprobs", 0, kMaxTopLogprobs));
+  } else {
+    const json* lp = field(j, "logprobs");
+    const bool on = lp && boolean(*lp, "logprobs");
+    const json* top = field(j, "top_logprobs");
+    const int n = top ? static_cast<int>(integer(*top, "top_logprobs", 0, kMaxTopLogprobs)) : 0;
+    if (top && !on) bad("top_logprobs", "needs \"logprobs\": true");
+    if (on) r.logprobs = n;
+  }
   if (const json* x = field(j, "kv")) r.kv = kv(*x);
   return r;
 }

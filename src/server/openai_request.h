@@ -35,8 +35,14 @@ struct GenRequest {
   std::optional<int64_t> seed;
   std::vector<std::string> stop;
   bool stream = false, include_usage = false, ignore_eos = false;
+  // Log-probabilities of the sampled tokens with this many alternatives each
+  // (completions: logprobs N; chat: logprobs true, top_logprobs N); -1: none.
+  int logprobs = -1;
   KvRequest kv;
 };
+
+// The most alternatives a token's logprobs list (OpenAI's top_logprobs limit).
+constexpr int kMaxTopLogprobs = 20;
 
 // Parses a request body (JSON text) for an endpoint; throws ApiError.
 GenRequest parse_request(const std::string& body, Endpoint e);

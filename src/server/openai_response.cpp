@@ -30,9 +30,56 @@ json usage_json(const Job& j) {
   return {{"prompt_tokens", p}, {"completion_tokens", c}, {"total_tokens", p + c}};
 }
 
-json completion_json(const Job& j, const std::string& text, const std::string& finish_reason) {
+json logprobs_json(const Job& j, const Tokenizer* tok, const std::vector<TokenLogprob>& lps, LogprobCursor& at) {
+  if (j.req.logprobs < 0) return nullptr;
+  auto text = [&](int id) { return tok ? tok->decode_piece(at.prev, id) : std::string(); };
+  auto bytes = [](const std::string& s) {
+    json b = json::array();
+    for (unsigned char c : s) b.push_back(static_cast<int>(c));
+    return b;
+  };
+  if (j.req.endpoint == Endpoint::Chat) {
+    json content = json::array();
+    for (const TokenLogprob& lp : lps) {
+      const std::string t = text(lp.id);
+      json top = json::array();
+      for (const auto& [id, v] : lp.top) {
+        const std::string a = text(id);
+        top.push_back({{"token", a}, {"logprob", v}, {"bytes", bytes(a)}});
+      }
+      content.push_back({{"token", t}, {"logprob", lp.logprob}, {"bytes", bytes(t)}, {"top_logprobs", top}});
+      at.prev = lp.id;
+    }
+    return {{"content", content}};
+  }
+  json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+  for (const TokenLogprob& lp : lps) {
+    const std::string t = text(lp.id);
+    json top = json::object();
+    for (const auto& [id, v] : lp.top) top[text(id)] = v;  // keyed by text, as OpenAI's
+    tokens.push_back(t);
+    values.push_back(lp.logprob);
+    tops.push_back(top);
+    offsets.push_back(at.offset);
+    at.offset += static_cast<int64_t>(t.size());
+    at.prev = lp.id;
+  }
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+void append_logprobs(json& all, const json& more) {
+  if (more.is_null()) return;
+  if (all.is_null()) {
+    all = more;
+    return;
+  }
+  for (auto& [k, v] : more.items())
+    for (const json& x : v) all[k].push_back(x);
+}
+
+json completion_json(const Job& j, const std::string& text, const std::string& finish_reason, const json& logprobs) {
   json r = head(j, false);
-  json choice = {{"index", 0}, {"finish_reason", null_if(finish_reason)}, {"logprobs", nullptr}};
+  json choice = {{"index", 0}, {"finish_reason", null_if(finish_reason)}, {"logprobs", logprobs}};
   if (j.req.endpoint == Endpoint::Chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
   else choice["text"] = text;
   r["choices"] = json::array({choice});
@@ -41,9 +88,10 @@ json completion_json(const Job& j, const std::string& text, const std::string& f
   return r;
 }
 
-json chunk_json(const Job& j, const std::string& text, const std::string& finish_reason, bool role) {
+json chunk_json(const Job& j, const std::string& text, const std::string& finish_reason, bool role,
+                const json& logprobs) {
   json r = head(j, true);
-  json choice = {{"index", 0}, {"finish_reason", null_if(finish_reason)}, {"logprobs", nullptr}};
+  json choice = {{"index", 0}, {"finish_reason", null_if(finish_reason)}, {"logprobs", logprobs}};
   if (j.req.endpoint == Endpoint::Chat) {
     json delta = json::object();
     if (role) delta = {{"role", "assistant"}, {"content", ""}};

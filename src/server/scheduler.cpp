@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "engine/forward.h"
+#include "util/top_logits.h"
 
 namespace ckv::server {
 
@@ -200,7 +202,7 @@ void Engine::step_decode() {
   steps_.clear();
   for (auto& j : running_) {
     const int k = j->sampler->candidates(V);
-    j->top = k <= Backend::kMaxTopLogits ? k : 0;
+    j->top = k <= Backend::kMaxTopLogits && j->req.logprobs < 0 ? k : 0;  // logprobs: the whole row
     j->top_ids.resize(j->top);
     steps_.push_back({j->seq.get(), std::span<const int>(&j->last, 1), j->logits.data()});
     steps_.back().top = j->top;
@@ -234,7 +236,28 @@ int Engine::pick(Job& j, int V) {
     return j.sampler->sample_top(j.logits.data(), j.top_ids.data(), j.top);
   }
   if (!finite_logits(j.logits.data(), V)) return -1;
-  return j.sampler->sample(j.logits.data(), V);
+  const int t = j.sampler->sample(j.logits.data(), V);
+  if (j.req.logprobs >= 0) j.pending.push_back(token_logprob(j.logits.data(), V, t, j.req.logprobs));
+  return t;
+}
+
+TokenLogprob token_logprob(const float* logits, int V, int t, int n_top) {
+  float mx = -INFINITY;
+  for (int i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double lse = mx + std::log(sum);
+  TokenLogprob lp;
+  lp.id = t;
+  lp.logprob = static_cast<float>(logits[t] - lse);
+  if (n_top > 0) {
+    static thread_local std::vector<float> vals;
+    static thread_local std::vector<int32_t> ids, scratch;
+    vals.resize(n_top), ids.resize(n_top);
+    top_logits_row(logits, V, n_top, vals.data(), ids.data(), scratch);
+    for (int i = 0; i < n_top && ids[i] >= 0; ++i) lp.top.emplace_back(ids[i], static_cast<float>(vals[i] - lse));
+  }
+  return lp;
 }
 
 // Token t of j: its text to the channel, or the end. False when j ended.
@@ -251,15 +274,16 @@ bool Engine::emit(const std::shared_ptr<Job>& j, int t) {
   ++j->generated;
   ++metrics_.generated_tokens;
   if (tok_ && !j->req.ignore_eos && tok_->is_eog(t)) {
+    if (!j->pending.empty()) j->pending.pop_back();  // the end is no token of the answer
     finish(j, "stop", true);
     return false;
   }
   bool hit = false;
   if (tok_) {
     std::string text = j->stops->push(j->decoder->push(t), hit);
-    if (!text.empty()) j->push({Event::Text, std::move(text), "", {}});
+    if (!text.empty()) j->push({Event::Text, std::move(text), "", {}, std::exchange(j->pending, {})});
   } else {
-    j->push({Event::Text, "", "", {}});  // no tokenizer: one event per token
+    j->push({Event::Text, "", "", {}, std::exchange(j->pending, {})});  // no tokenizer: one event per token
   }
   if (hit) {
     finish(j, "stop", false);
@@ -280,15 +304,15 @@ void Engine::finish(const std::shared_ptr<Job>& j, const std::string& reason, bo
     std::string text = j->stops->push(j->decoder->flush(), hit);
     if (!hit) text += j->stops->flush();
     else why = "stop";
-    if (!text.empty()) j->push({Event::Text, std::move(text), "", {}});
+    if (!text.empty()) j->push({Event::Text, std::move(text), "", {}, std::exchange(j->pending, {})});
   }
   release(j);
-  j->push({Event::Finish, "", why, {}});
+  j->push({Event::Finish, "", why, {}, std::exchange(j->pending, {})});
 }
 
 void Engine::fail(const std::shared_ptr<Job>& j, int status, const std::string& why) {
   release(j);
-  j->push({Event::Fail, "", "", ApiError(status, why)});
+  j->push({Event::Fail, "", "", ApiError(status, why), {}});
 }
 
 // Frees j's sequence (its pages return to the pool) and its reservation.

@@ -23,6 +23,10 @@
 
 namespace ckv::server {
 
+// The logprob of token t under a row of logits [V] and its n_top most likely
+// alternatives (Event::logprobs).
+TokenLogprob token_logprob(const float* logits, int V, int t, int n_top);
+
 struct EngineOptions {
   int prefill_slice = 1;  // layers of a prompt read between two decode steps
   int queue = 64;         // requests waiting for admission at most
