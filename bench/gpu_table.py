@@ -53,6 +53,19 @@ def main():
         ps = f"{p:.1f}" if p else "-"
         print(f"| {name} | {tps:.1f} | {rf:.0f} | {100 * tps / rf:.1f}% | {ps} | {ratio} | {s['device_bytes'] / 2**30:.1f} |")
 
+    # CKV_CUDA_FUSED=1 against the default, scenario by scenario (the same call).
+    fused = {s["scenario"]: s for s in (load(os.path.join(out, "bench_fused.json")) or {}).get("scenarios", [])}
+    if fused:
+        print("\n| scenario | default tok/s | fused tok/s | fused / default |")
+        print("|---|---:|---:|---:|")
+        for s in bench.get("scenarios", []):
+            f = fused.get(s["scenario"])
+            if not f:
+                continue
+            for key, what in (("pp_tokens_per_s", "prefill"), ("tg_tokens_per_s", "decode")):
+                if s.get(key) and f.get(key) and (key != "pp_tokens_per_s" or s["prompt"] > 1):
+                    print(f"| {s['scenario']} {what} | {s[key]:.1f} | {f[key]:.1f} | {f[key] / s[key]:.3f} |")
+
 
 if __name__ == "__main__":
     main()
