@@ -281,70 +281,75 @@ struct Rig {
   }
 };
 
+// Both ways of slicing prompt reads: one slice a turn, and as many as a turn
+// may take (every waiting prompt read whole in one turn).
 TEST(ServerEngine, ConcurrentGreedyJobsEqualOneSessionEach) {
-  Rig rig(stories(), 3, 4000, EngineOptions{1, 8}, [](const KvRequest& k) {
-    KvSettings ks;
-    ks.seq.method = k.method.value_or("full");
-    ks.seq.press.budget = k.budget.value_or(0);
-    ks.seq.press.window = 4;
-    ks.method = ks.seq.method;
-    return ks;
-  });
-  Engine& engine = *rig.engine;
-  engine.start();
-  const Model* m = rig.m.get();
-  const Tokenizer* tok = rig.tok.get();
-  Context& ctx = *rig.ctx;
-  Metrics& metrics = rig.metrics;
-  const ServeModel& sm = rig.sm;
+  for (const double prefill_ms : {0.0, 1e6}) {
+    SCOPED_TRACE("prefill_ms " + std::to_string(prefill_ms));
+    Rig rig(stories(), 3, 4000, EngineOptions{1, 8, prefill_ms}, [](const KvRequest& k) {
+      KvSettings ks;
+      ks.seq.method = k.method.value_or("full");
+      ks.seq.press.budget = k.budget.value_or(0);
+      ks.seq.press.window = 4;
+      ks.method = ks.seq.method;
+      return ks;
+    });
+    Engine& engine = *rig.engine;
+    engine.start();
+    const Model* m = rig.m.get();
+    const Tokenizer* tok = rig.tok.get();
+    Context& ctx = *rig.ctx;
+    Metrics& metrics = rig.metrics;
+    const ServeModel& sm = rig.sm;
 
-  struct Case {
-    std::string method;
-    int budget, len, n;
-  };
-  const std::vector<Case> cases = {{"full", 0, 40, 30}, {"snapkv", 24, 200, 25}, {"pyramidkv", 24, 120, 40},
-                                   {"adakv", 24, 300, 10}, {"streamingllm", 16, 90, 35}};
-  std::vector<std::shared_ptr<Job>> jobs;
-  for (size_t i = 0; i < cases.size(); ++i) {
+    struct Case {
+      std::string method;
+      int budget, len, n;
+    };
+    const std::vector<Case> cases = {{"full", 0, 40, 30}, {"snapkv", 24, 200, 25}, {"pyramidkv", 24, 120, 40},
+                                     {"adakv", 24, 300, 10}, {"streamingllm", 16, 90, 35}};
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      GenRequest r;
+      r.endpoint = Endpoint::Completion;
+      r.prompt_is_ids = true;
+      r.prompt_ids = some_prompt(cases[i].len, 10 + static_cast<int>(i));
+      r.max_tokens = cases[i].n;
+      r.temperature = 0;
+      r.ignore_eos = true;
+      if (cases[i].method != "full") r.kv.method = cases[i].method, r.kv.budget = cases[i].budget;
+      jobs.push_back(prepare_job(sm, r));
+      engine.submit(jobs.back());  // 5 jobs, 3 sequences at most: two wait in the queue
+    }
+    // One more, cancelled at once: its pages must come back.
     GenRequest r;
     r.endpoint = Endpoint::Completion;
     r.prompt_is_ids = true;
-    r.prompt_ids = some_prompt(cases[i].len, 10 + static_cast<int>(i));
-    r.max_tokens = cases[i].n;
-    r.temperature = 0;
-    r.ignore_eos = true;
-    if (cases[i].method != "full") r.kv.method = cases[i].method, r.kv.budget = cases[i].budget;
-    jobs.push_back(prepare_job(sm, r));
-    engine.submit(jobs.back());  // 5 jobs, 3 sequences at most: two wait in the queue
-  }
-  // One more, cancelled at once: its pages must come back.
-  GenRequest r;
-  r.endpoint = Endpoint::Completion;
-  r.prompt_is_ids = true;
-  r.prompt_ids = some_prompt(250, 99);
-  auto gone = prepare_job(sm, r);
-  engine.submit(gone);
-  engine.cancel(gone);
+    r.prompt_ids = some_prompt(250, 99);
+    auto gone = prepare_job(sm, r);
+    engine.submit(gone);
+    engine.cancel(gone);
 
-  for (size_t i = 0; i < cases.size(); ++i) {
-    Outcome o = drain(*jobs[i]);
-    EXPECT_EQ(o.status, 0);
-    EXPECT_EQ(o.finish, "length");
-    EXPECT_EQ(jobs[i]->generated, cases[i].n);
-    SequenceOptions so;
-    so.method = cases[i].method;
-    so.press.budget = cases[i].budget;
-    so.press.window = 4;
-    EXPECT_EQ(o.text, session_text(*m, *tok, jobs[i]->prompt, so, cases[i].n)) << cases[i].method;
-    EXPECT_GT(jobs[i]->prompt_kv_bytes, 0);
-    if (cases[i].method != "full") {
-      EXPECT_LT(jobs[i]->prompt_kv_bytes, jobs[i]->prompt_full_kv_bytes);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      Outcome o = drain(*jobs[i]);
+      EXPECT_EQ(o.status, 0);
+      EXPECT_EQ(o.finish, "length");
+      EXPECT_EQ(jobs[i]->generated, cases[i].n);
+      SequenceOptions so;
+      so.method = cases[i].method;
+      so.press.budget = cases[i].budget;
+      so.press.window = 4;
+      EXPECT_EQ(o.text, session_text(*m, *tok, jobs[i]->prompt, so, cases[i].n)) << cases[i].method;
+      EXPECT_GT(jobs[i]->prompt_kv_bytes, 0);
+      if (cases[i].method != "full") {
+        EXPECT_LT(jobs[i]->prompt_kv_bytes, jobs[i]->prompt_full_kv_bytes);
+      }
     }
+    engine.shutdown();
+    EXPECT_EQ(ctx.pool().in_use(), 0);  // every sequence's pages back, the cancelled one's too
+    EXPECT_EQ(metrics.queue_depth, 0);
+    EXPECT_EQ(metrics.kv_bytes, 0);
   }
-  engine.shutdown();
-  EXPECT_EQ(ctx.pool().in_use(), 0);  // every sequence's pages back, the cancelled one's too
-  EXPECT_EQ(metrics.queue_depth, 0);
-  EXPECT_EQ(metrics.kv_bytes, 0);
 }
 
 TEST(ServerEngine, RefusesWhatNeverFitsAndQueuesPastNothing) {

@@ -37,6 +37,7 @@ struct ServeArgs {
   std::string host = "127.0.0.1", api_key, chat_template, alias, kv_memory, max_body = "8MiB";
   std::vector<std::string> profiles;  // --kv-profiles NAME=PATH ...
   int port = 8080, max_seqs = 16, queue = 64, ctx = 0, prefill_slice = 1;
+  double prefill_ms = 50;
 };
 
 // The profiles a request may name (kv.profile), loaded and checked once at
@@ -183,6 +184,7 @@ int serve(const ServeArgs& a, const CLI::App& app) {
   metrics.kv_pool_bytes = static_cast<int64_t>(ctx.pool().capacity() * ctx.pool().page_bytes());
   EngineOptions eo;
   eo.prefill_slice = a.prefill_slice;
+  eo.prefill_ms = a.prefill_ms;
   eo.queue = a.queue;
   Engine engine(ctx, tok.get(), metrics, Admission(plan.pool_pages, a.max_seqs), eo);
 
@@ -260,8 +262,13 @@ CLI::App* add_serve(CLI::App& app, std::function<int()>& action) {
   c->add_option("-c,--ctx-size", a->ctx, "context size (default: the model's)")
       ->check(int_range(1, INT32_MAX, "(leave -c out for the model's context)"))
       ->default_str("the model's");
-  c->add_option("--prefill-slice", a->prefill_slice, "layers of a prompt read between two decode steps")
+  c->add_option("--prefill-slice", a->prefill_slice, "layers of a prompt read at a time between two decode steps")
       ->check(int_range(1, 4096));
+  c->add_option("--prefill-ms", a->prefill_ms,
+                "between two decode steps, read more slices (and the next prompts) while the turn has read for less "
+                "than this many ms (0: one slice a turn)")
+      ->check(real_range(0, 60000))
+      ->capture_default_str();
   c->add_option("--kv-profiles", a->profiles,
                 "more profiles a request may pick by name ({\"kv\": {\"profile\": NAME}}): NAME=PATH, or PATH "
                 "(named by its file's stem); the server's own --kv-profile is \"default\"");

@@ -161,7 +161,23 @@ void Engine::admit() {
   }
 }
 
+// Prompt reads between two decode steps: --prefill-slice layers at a time,
+// and more (the rest of the prompt, the next prompts) while the turn has spent
+// less than --prefill-ms reading. A short prompt is read whole in one turn;
+// a long one lets the running sequences decode after each slice.
 void Engine::step_read() {
+  const Clock::time_point t0 = Clock::now();
+  const auto budget = std::chrono::duration<double, std::milli>(opt_.prefill_ms);
+  while (read_slice()) {
+    if (opt_.prefill_ms <= 0) return;
+    ctx_.backend().sync();  // the time the slice took on the device, not to queue it
+    if (Clock::now() - t0 >= budget) return;
+  }
+}
+
+// One slice of the prompt being read (starting the next one first if none
+// is); false when there was nothing to read.
+bool Engine::read_slice() {
   if (!reading_ && !waiting_.empty()) {
     reading_ = waiting_.front();
     waiting_.pop_front();
@@ -170,19 +186,19 @@ void Engine::step_read() {
     } catch (const std::exception& e) {
       fail(reading_, 500, std::string("reading the prompt failed: ") + e.what());
       reading_.reset();
-      return;
+      return true;
     }
   }
-  if (!reading_) return;
+  if (!reading_) return false;
   std::shared_ptr<Job> j = reading_;
   try {
-    if (!j->seq->read_layers(opt_.prefill_slice)) return;
+    if (!j->seq->read_layers(opt_.prefill_slice)) return true;
     j->seq->finish_read(j->logits.data());
   } catch (const std::exception& e) {
     // Reads are all or nothing: the sequence holds nothing now.
     fail(j, 500, std::string("reading the prompt failed: ") + e.what());
     reading_.reset();
-    return;
+    return true;
   }
   reading_.reset();
   const int64_t n = static_cast<int64_t>(j->prompt.size());
@@ -191,6 +207,7 @@ void Engine::step_read() {
   metrics_.prompt_tokens += n;
   j->state = JobState::Decode;
   if (emit(j, pick(*j, ctx_.model().config.vocab_size))) running_.push_back(j);
+  return true;
 }
 
 void Engine::step_decode() {

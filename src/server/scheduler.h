@@ -28,8 +28,9 @@ namespace ckv::server {
 TokenLogprob token_logprob(const float* logits, int V, int t, int n_top);
 
 struct EngineOptions {
-  int prefill_slice = 1;  // layers of a prompt read between two decode steps
+  int prefill_slice = 1;  // layers of a prompt read at a time between two decode steps
   int queue = 64;         // requests waiting for admission at most
+  double prefill_ms = 0;  // more slices (and prompts) while a turn has read for less than this
 };
 
 class Engine {
@@ -61,6 +62,7 @@ class Engine {
   void reap_cancelled();
   void admit();
   void step_read();
+  bool read_slice();
   void step_decode();
   // The next token of j from its logits, -1 when they are not finite
   // (thread-safe across jobs: the batch's picks run in parallel).
