@@ -785,6 +785,15 @@ TEST(CudaEndToEnd, DecodeMatchesPrefill) {
   }
 }
 
+// The random bf16 model of the end-to-end decode tests: head dim 64 (the
+// split tensor-core decode kernel), 3 layers, GQA 4:1.
+ModelShape decode_shape() {
+  ModelShape sh;
+  sh.dim = 256, sh.hidden = 512, sh.heads = 8, sh.kv = 2, sh.hd = 64, sh.vocab = 300, sh.layers = 3;
+  sh.wtype = DType::BF16;
+  return sh;
+}
+
 // Decode steps replayed from recordings (CUDA graphs) give the logits of the
 // same steps run directly: the recording reads each step's tokens,
 // positions, page tables and lengths from the device, so it stays right as
@@ -794,9 +803,7 @@ TEST(CudaEndToEnd, DecodeMatchesPrefill) {
 // its own.
 TEST(CudaEndToEnd, RecordedStepsEqualDirectSteps) {
   REQUIRE_GPU();
-  ModelShape sh;
-  sh.dim = 256, sh.hidden = 512, sh.heads = 8, sh.kv = 2, sh.hd = 64, sh.vocab = 300, sh.layers = 3;
-  sh.wtype = DType::BF16;
+  const ModelShape sh = decode_shape();
   auto m = random_model(sh, 91);
   const int V = sh.vocab;
   std::mt19937 g(5);
@@ -875,9 +882,7 @@ TEST(CudaEndToEnd, RecordedStepsEqualDirectSteps) {
 // (cuBLASLt behind the bf16 rmsnorm, beta = 1), greedy from the plain run.
 TEST(CudaEndToEnd, FusedStepsMatchPlainSteps) {
   REQUIRE_GPU();
-  ModelShape sh;
-  sh.dim = 256, sh.hidden = 512, sh.heads = 8, sh.kv = 2, sh.hd = 64, sh.vocab = 300, sh.layers = 3;
-  sh.wtype = DType::BF16;
+  const ModelShape sh = decode_shape();
   auto m = random_model(sh, 93);
   const int V = sh.vocab;
   std::mt19937 g(7);
