@@ -383,7 +383,7 @@ TEST(CudaOps, MatmulEveryWeightType) {
 }
 
 // The fused forms against the CPU's, which are the plain calls in sequence:
-// CUDA's defaults, and with CKV_CUDA_FUSED=1 its own (one row: the GEMV with
+// CUDA's plain kernels (CKV_CUDA_FUSED=0), and by default its own (one row: the GEMV with
 // the norm, the residual add or SwiGLU in it; more rows: cuBLASLt behind a
 // bf16 rmsnorm, beta = 1).
 TEST(CudaOps, FusedProductsEqualTheirParts) {
@@ -391,8 +391,7 @@ TEST(CudaOps, FusedProductsEqualTheirParts) {
   std::mt19937 g(9);
   for (const bool fused : {false, true})
   for (DType t : {DType::BF16, DType::Q4_K}) {
-    if (fused) setenv("CKV_CUDA_FUSED", "1", 1);  // read when the backend is made
-    else unsetenv("CKV_CUDA_FUSED");
+    setenv("CKV_CUDA_FUSED", fused ? "1" : "0", 1);  // read when the backend is made
     ModelShape s;
     s.wtype = t;
     s.dim = 256;
@@ -875,9 +874,9 @@ TEST(CudaEndToEnd, RecordedStepsEqualDirectSteps) {
   }
 }
 
-// The fused decode forms (CKV_CUDA_FUSED=1: the GEMV with the norm, the
+// The fused decode forms (the default: the GEMV with the norm, the
 // residual add or SwiGLU in it, RoPE with the append, one-wave split-K) give
-// the plain kernels' logits within the bf16 tolerance: one sequence (the
+// the plain kernels' (CKV_CUDA_FUSED=0) logits within the bf16 tolerance: one sequence (the
 // GEMV paths) and a batch of three of different lengths, one compressed
 // (cuBLASLt behind the bf16 rmsnorm, beta = 1), greedy from the plain run.
 TEST(CudaEndToEnd, FusedStepsMatchPlainSteps) {
@@ -891,10 +890,11 @@ TEST(CudaEndToEnd, FusedStepsMatchPlainSteps) {
   co.max_seqs = 4;
   co.kv_type = KvType::F16;
   co.n_ctx = 2048;
-  setenv("CKV_CUDA_FUSED", "1", 1);
-  Context fused(*m, gpu_backend(), co);
   unsetenv("CKV_CUDA_FUSED");
+  Context fused(*m, gpu_backend(), co);
+  setenv("CKV_CUDA_FUSED", "0", 1);
   Context plain(*m, gpu_backend(), co);
+  unsetenv("CKV_CUDA_FUSED");
   for (int batch : {1, 3}) {
     std::vector<std::unique_ptr<Sequence>> sf, sp;
     std::vector<std::vector<float>> lf(batch, std::vector<float>(V)), lp = lf;
