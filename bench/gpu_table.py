@@ -53,18 +53,25 @@ def main():
         ps = f"{p:.1f}" if p else "-"
         print(f"| {name} | {tps:.1f} | {rf:.0f} | {100 * tps / rf:.1f}% | {ps} | {ratio} | {s['device_bytes'] / 2**30:.1f} |")
 
-    # The default (fused decode forms) against CKV_CUDA_FUSED=0, scenario by scenario (the same call).
-    plain = {s["scenario"]: s for s in (load(os.path.join(out, "bench_plain.json")) or {}).get("scenarios", [])}
-    if plain:
-        print("\n| scenario | plain tok/s | fused (default) tok/s | fused / plain |")
+    # The default against the same scenarios run with each of gpu.sh's AB environments (the same call).
+    try:
+        with open(os.path.join(out, "ab.txt")) as f:
+            envs = [l.strip() for l in f if l.strip()]
+    except OSError:
+        envs = []
+    for i, env in enumerate(envs):
+        ab = {s["scenario"]: s for s in (load(os.path.join(out, f"bench_ab_{i}.json")) or {}).get("scenarios", [])}
+        if not ab:
+            continue
+        print(f"\n| scenario | {env} tok/s | default tok/s | default / {env} |")
         print("|---|---:|---:|---:|")
         for s in bench.get("scenarios", []):
-            p = plain.get(s["scenario"])
-            if not p:
+            b = ab.get(s["scenario"])
+            if not b:
                 continue
             for key, what in (("pp_tokens_per_s", "prefill"), ("tg_tokens_per_s", "decode")):
-                if s.get(key) and p.get(key) and (key != "pp_tokens_per_s" or s["prompt"] > 1):
-                    print(f"| {s['scenario']} {what} | {p[key]:.1f} | {s[key]:.1f} | {s[key] / p[key]:.3f} |")
+                if s.get(key) and b.get(key) and (key != "pp_tokens_per_s" or s["prompt"] > 1):
+                    print(f"| {s['scenario']} {what} | {b[key]:.1f} | {s[key]:.1f} | {s[key] / b[key]:.3f} |")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 # bf16 GEMM), run the kernel and engine benchmarks on random Llama-3.1-8B
 # weights, the transformers peer, and print a short table LAST.
 #
-#   STAGES=tests,sanitizer,kernels,engine,plain,peer,tp SCENARIOS=d0,full32k,... bash scripts/gpu.sh
-#   (plain: the engine again with CKV_CUDA_FUSED=0, A/B against engine's run)
+#   STAGES=tests,sanitizer,kernels,engine,ab,peer,tp SCENARIOS=d0,full32k,... bash scripts/gpu.sh
+#   (ab: the engine again with AB's environment, default CKV_CUDA_FUSED=0, A/B against engine's run)
 #   (tp: tensor parallelism, on 2+ GPUs only; prints "skipped: N GPUs" otherwise)
 #   STAGES=serve bash scripts/gpu.sh   (issue 11: compresskv serve + bench/loadgen, full vs
 #                                       compresskv@1024, ~7 minutes; scripts/serve_bench.sh says what)
@@ -78,7 +78,7 @@ if has sanitizer; then
   tail -8 "$OUT/memcheck.log"
 fi
 
-if has kernels || has engine || has plain; then  # the ceilings their tables are measured against
+if has kernels || has engine || has ab; then  # the ceilings their tables are measured against
   stamp ceilings
   python3 bench/rooflines.py | tee "$OUT/roof.json"
   COPY=$(python3 -c "import json;print(json.load(open('$OUT/roof.json'))['copy_gbs'])")
@@ -96,15 +96,23 @@ if has engine; then
   timeout "${T_ENGINE:-300}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" "${PROF[@]}" --scenarios "$SCENARIOS" \
     --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 fi
-if has plain; then
-  # The plain kernels (CKV_CUDA_FUSED=0: no fused decode forms, 4 split
-  # blocks an SM) against the default, same scenarios in the same call: the
-  # fused-form tests first (both modes), then the engine again; gpu_table.py
-  # prints the A/B.
-  stamp "plain kernels (CKV_CUDA_FUSED=0): tests, then engine: $SCENARIOS"
-  timeout "${T_TESTS:-180}" "$BIN/test_cuda_backend" --gtest_filter='*Fused*' 2>&1 | grep -E "^\[  (FAILED|PASSED|  OK) |Failure|Expected|Which is"
-  CKV_CUDA_FUSED=0 timeout "${T_ENGINE:-300}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" "${PROF[@]}" \
-    --scenarios "$SCENARIOS" --json "$OUT/bench_plain.json" 2>&1 | tee "$OUT/bench_plain.log"
+if has ab; then
+  # The engine again with each environment of AB (';' between them; default
+  # CKV_CUDA_FUSED=0, the plain kernels; CKV_CUDA_PDL=0: no dependent
+  # launches; CKV_CUDA_PREFETCH=N: the GEMV's weight columns sent to L2 before
+  # its wait), same scenarios in the same call: the tests that compare those
+  # modes first; gpu_table.py prints each against the default.
+  AB=${AB:-CKV_CUDA_FUSED=0}
+  stamp "A/B ($AB): tests, then engine: $SCENARIOS"
+  timeout "${T_TESTS:-180}" "$BIN/test_cuda_backend" --gtest_filter='*Fused*:*DependentLaunches*' 2>&1 | grep -E "^\[  (FAILED|PASSED|  OK) |Failure|Expected|Which is"
+  : >"$OUT/ab.txt"
+  IFS=';' read -r -a ABS <<<"$AB"
+  for i in "${!ABS[@]}"; do
+    echo "${ABS[$i]}" >>"$OUT/ab.txt"
+    echo "-- ${ABS[$i]}"
+    env ${ABS[$i]} timeout "${T_ENGINE:-300}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" "${PROF[@]}" \
+      --scenarios "$SCENARIOS" --json "$OUT/bench_ab_$i.json" 2>&1 | grep -v "^model:"
+  done
 fi
 if has cli; then
   # The user's path: compresskv itself on the GPU (CPU vs CUDA on stories260K's

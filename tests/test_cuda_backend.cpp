@@ -874,54 +874,78 @@ TEST(CudaEndToEnd, RecordedStepsEqualDirectSteps) {
   }
 }
 
-// The fused decode forms (the default: the GEMV with the norm, the
-// residual add or SwiGLU in it, RoPE with the append, one-wave split-K) give
-// the plain kernels' (CKV_CUDA_FUSED=0) logits within the bf16 tolerance: one sequence (the
-// GEMV paths) and a batch of three of different lengths, one compressed
-// (cuBLASLt behind the bf16 rmsnorm, beta = 1), greedy from the plain run.
-TEST(CudaEndToEnd, FusedStepsMatchPlainSteps) {
-  REQUIRE_GPU();
-  const ModelShape sh = decode_shape();
-  auto m = random_model(sh, 93);
-  const int V = sh.vocab;
+// Decode steps of two contexts on the same model, greedy from b's logits: a
+// batch of one sequence (the GEMV paths) and of three of different lengths,
+// one compressed (cuBLASLt, split-K over unequal lengths); every step's logits
+// of a within tol (normalised) of b's.
+void expect_same_steps(Context& a, Context& b, int V, double tol, const std::string& what) {
   std::mt19937 g(7);
   std::uniform_int_distribution<int> tok(0, V - 1);
-  ContextOptions co;
-  co.max_seqs = 4;
-  co.kv_type = KvType::F16;
-  co.n_ctx = 2048;
-  unsetenv("CKV_CUDA_FUSED");
-  Context fused(*m, gpu_backend(), co);
-  setenv("CKV_CUDA_FUSED", "0", 1);
-  Context plain(*m, gpu_backend(), co);
-  unsetenv("CKV_CUDA_FUSED");
   for (int batch : {1, 3}) {
-    std::vector<std::unique_ptr<Sequence>> sf, sp;
-    std::vector<std::vector<float>> lf(batch, std::vector<float>(V)), lp = lf;
+    std::vector<std::unique_ptr<Sequence>> sa, sb;
+    std::vector<std::vector<float>> la(batch, std::vector<float>(V)), lb = la;
     for (int i = 0; i < batch; ++i) {
       SequenceOptions o;
       if (i == 2) o.method = "snapkv", o.press.budget = 128;
       std::vector<int> p(i == 0 ? 600 : 150 * i + 40);
       for (int& t : p) t = tok(g);
-      sf.push_back(std::make_unique<Sequence>(fused, o));
-      sp.push_back(std::make_unique<Sequence>(plain, o));
-      sf.back()->read(p, lf[i].data());
-      sp.back()->read(p, lp[i].data());
+      sa.push_back(std::make_unique<Sequence>(a, o));
+      sb.push_back(std::make_unique<Sequence>(b, o));
+      sa.back()->read(p, la[i].data());
+      sb.back()->read(p, lb[i].data());
     }
     for (int s = 0; s < 24; ++s) {
       std::vector<std::vector<int>> toks(batch);
-      std::vector<DecodeStep> bf, bp;
+      std::vector<DecodeStep> da, db;
       for (int i = 0; i < batch; ++i) {
-        toks[i] = {Sampler::argmax(lp[i].data(), V)};
-        bf.push_back({sf[i].get(), toks[i], lf[i].data()});
-        bp.push_back({sp[i].get(), toks[i], lp[i].data()});
+        toks[i] = {Sampler::argmax(lb[i].data(), V)};
+        da.push_back({sa[i].get(), toks[i], la[i].data()});
+        db.push_back({sb[i].get(), toks[i], lb[i].data()});
       }
-      decode_step(fused, bf);
-      decode_step(plain, bp);
+      decode_step(a, da);
+      decode_step(b, db);
       for (int i = 0; i < batch; ++i)
-        EXPECT_LE(nerr(lf[i], lp[i]), 1e-2) << "batch " << batch << ", step " << s << ", sequence " << i;
+        EXPECT_LE(nerr(la[i], lb[i]), tol) << what << ": batch " << batch << ", step " << s << ", sequence " << i;
     }
   }
+}
+
+// A context made with the environment variable `var` set to `value` (read
+// when the backend is made), and one made without it.
+std::pair<std::unique_ptr<Context>, std::unique_ptr<Context>> with_and_without(const Model& m, const char* var,
+                                                                               const char* value) {
+  ContextOptions co;
+  co.max_seqs = 4;
+  co.kv_type = KvType::F16;
+  co.n_ctx = 2048;
+  setenv(var, value, 1);
+  auto with = std::make_unique<Context>(m, gpu_backend(), co);
+  unsetenv(var);
+  return {std::move(with), std::make_unique<Context>(m, gpu_backend(), co)};
+}
+
+// The fused decode forms (the default: the GEMV with the norm, the residual
+// add or SwiGLU in it, RoPE with the append, one-wave split-K; more rows:
+// cuBLASLt behind the bf16 rmsnorm, beta = 1) give the plain kernels'
+// (CKV_CUDA_FUSED=0) logits within the bf16 tolerance.
+TEST(CudaEndToEnd, FusedStepsMatchPlainSteps) {
+  REQUIRE_GPU();
+  const ModelShape sh = decode_shape();
+  auto m = random_model(sh, 93);
+  auto [plain, fused] = with_and_without(*m, "CKV_CUDA_FUSED", "0");
+  expect_same_steps(*fused, *plain, sh.vocab, 1e-2, "fused against plain");
+}
+
+// Programmatic dependent launch changes when a kernel may start, never what
+// it computes: the step's logits are bit for bit those of plain launches
+// (CKV_CUDA_PDL=0). A kernel that touched its inputs before pdl_wait() would
+// race with the kernel before it and differ here.
+TEST(CudaEndToEnd, DependentLaunchesGiveTheSameLogits) {
+  REQUIRE_GPU();
+  const ModelShape sh = decode_shape();
+  auto m = random_model(sh, 94);
+  auto [plain, pdl] = with_and_without(*m, "CKV_CUDA_PDL", "0");
+  expect_same_steps(*pdl, *plain, sh.vocab, 0.0, "dependent launches against plain launches");
 }
 
 // stories260K (llama2.c file, interleaved rotary pairs, head dim 8): the

@@ -287,6 +287,8 @@ __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict
   __half* wsm = reinterpret_cast<__half*>(smem_raw) + warp * 2 * STAGE;
 
   const int seq = blockIdx.z / G, g = blockIdx.z % G, tile = blockIdx.y, split = blockIdx.x;
+  pdl_wait();
+  pdl_trigger();
   const PagedSeq sq = dg.seqs[seq];
   const int r = H / G, nrows = r * sq.n;
   if (tile * kDecodeRows >= nrows) return;  // a sequence with fewer tiles than the grid's
@@ -399,6 +401,8 @@ __global__ void __launch_bounds__(128) decode_mma_kernel(const float* __restrict
 // the head's keys, hold max -infinity and are skipped).
 __global__ void decode_combine_kernel(float* __restrict__ out, DecodeGrid dg, int H, int G, int HD) {
   const int seq = blockIdx.y / G, g = blockIdx.y % G, tile = blockIdx.x;
+  pdl_wait();
+  pdl_trigger();
   const PagedSeq sq = dg.seqs[seq];
   const int r = H / G, nrows = r * sq.n;
   const size_t slot0 = (static_cast<size_t>(blockIdx.y) * dg.tiles + tile) * dg.splits;
@@ -600,7 +604,7 @@ void launch_prefill_mma(const float* q, const __half* kh, const __half* vh, int6
 
 template <int HD>
 void launch_decode_mma(const float* q, float* out, const PagedPool& pool, const DecodeGrid& dg, int H, int G,
-                       cudaStream_t s) {
+                       cudaStream_t s, bool pdl) {
   static std::atomic<uint64_t> attr{0};  // once per device
   const size_t smem = decode_smem<HD>();
   if (first_on_this_device(attr))
@@ -608,12 +612,9 @@ void launch_decode_mma(const float* q, float* out, const PagedPool& pool, const 
                                         static_cast<int>(smem)));
   const float qscale = kLog2e / std::sqrt(static_cast<float>(HD));
   const unsigned pairs = static_cast<unsigned>(dg.n_seqs) * G;
-  decode_mma_kernel<HD><<<dim3(dg.splits, dg.tiles, pairs), 128, smem, s>>>(q, out, pool, dg, H, G, qscale);
-  CKV_LAUNCH_CHECK();
-  if (dg.splits > 1) {
-    decode_combine_kernel<<<dim3(dg.tiles, pairs), 256, 0, s>>>(out, dg, H, G, HD);
-    CKV_LAUNCH_CHECK();
-  }
+  launch_pdl(pdl, decode_mma_kernel<HD>, dim3(dg.splits, dg.tiles, pairs), dim3(128), smem, s, q, out, pool, dg, H, G,
+             qscale);
+  if (dg.splits > 1) launch_pdl(pdl, decode_combine_kernel, dim3(dg.tiles, pairs), dim3(256), 0, s, out, dg, H, G, HD);
 }
 
 }  // namespace
@@ -675,13 +676,13 @@ void attention_prefill_generic(const float* q, const float* k, const float* v, f
 }
 
 void attention_decode_split(const float* q, float* out, const PagedPool& pool, const DecodeGrid& dg, int n_heads,
-                            int n_kv, int hd, cudaStream_t s) {
+                            int n_kv, int hd, cudaStream_t s, bool pdl) {
   if (pool.elem != KvElem::F16) throw Error("CUDA decode: the tensor-core kernel reads f16 pages");
   if (dg.n_seqs == 0 || dg.tiles == 0) return;
   if (hd == 64)
-    launch_decode_mma<64>(q, out, pool, dg, n_heads, n_kv, s);
+    launch_decode_mma<64>(q, out, pool, dg, n_heads, n_kv, s, pdl);
   else if (hd == 128)
-    launch_decode_mma<128>(q, out, pool, dg, n_heads, n_kv, s);
+    launch_decode_mma<128>(q, out, pool, dg, n_heads, n_kv, s, pdl);
   else
     throw Error("CUDA decode: no tensor-core kernel for head dim " + std::to_string(hd));
 }

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "util/error.h"
 
@@ -44,6 +45,41 @@ inline bool first_on_this_device(std::atomic<uint64_t>& mask) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---- programmatic dependent launch (Hopper) ---------------------------------
+// A kernel started by launch_pdl may become resident while the kernel before
+// it in the stream still runs (a decode step is ~230 small launches: this
+// hides the launch and the previous kernel's tail). It runs up to pdl_wait(),
+// which returns once the kernel before has finished and its writes are
+// visible; so before pdl_wait() a kernel reads only what no kernel writes
+// (weights) and writes nothing. pdl_trigger() (after the wait) lets the next
+// kernel's blocks start. Both are no-ops in a kernel launched the plain way.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// on = false: the plain launch (the backend's choice: CKV_CUDA_PDL=0, or a
+// GPU before compute capability 9.0).
+template <class... P, class... A>
+void launch_pdl(bool on, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = on ? 1 : 0;
+  CKV_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
+}
 
 // Key/value row element of a KV page.
 enum class KvElem { F32, F16 };
@@ -101,7 +137,7 @@ struct PagedPool {
 // Flash-decoding over f16 pages on the tensor cores, head dims 64 and 128
 // (others, and f32 pages: the generic kernel).
 void attention_decode_split(const float* q, float* out, const PagedPool& pool, const DecodeGrid& grid, int n_heads,
-                            int n_kv, int hd, cudaStream_t s);
+                            int n_kv, int hd, cudaStream_t s, bool pdl);
 bool decode_split_supported(int hd);
 int decode_tile_keys();  // a split's keys are best a multiple of this (4 warps x 16 keys)
 // Blocks of the split kernel resident on one SM at once (its occupancy; 4
