@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
+#include <set>
 #include <vector>
 
 #include "engine/sampler.h"
@@ -125,4 +127,57 @@ TEST(Sampler, TopCandidatesDrawWhatTheWholeRowDraws) {
           << "draw " << d << " temp " << p.temperature << " top_k " << p.top_k;
   }
   EXPECT_EQ(Sampler(params(0.8f, 0, 0.9f)).candidates(500), 0) << "top-p alone needs the whole row";
+}
+
+// The penalties re-derived from their definitions: each step's token is the
+// draw an unpenalised sampler with the same seed makes from the row
+// penalised by hand (repetition over the prompt and the tokens so far: a
+// positive logit divided, a negative one multiplied; then count * frequency
+// + presence off each generated token), greedy and sampled.
+TEST(Sampler, PenaltiesAreTheirDefinitions) {
+  constexpr int V = 40;
+  const std::vector<int> prompt = {3, 3, 7, 11, 39};
+  struct Case {
+    float frequency, presence, repetition, temp;
+    int top_k;
+  };
+  std::mt19937 g(3);
+  std::normal_distribution<float> noise(0.0f, 1.0f);
+  for (const Case c : {Case{0.8f, 0, 1, 0, 0}, Case{0, 1.5f, 1, 0, 0}, Case{0, 0, 1.7f, 0, 0},
+                       Case{-0.5f, 0.3f, 0.6f, 0, 0}, Case{0.4f, 0.2f, 1.3f, 1.0f, 0}, Case{0.4f, 0.2f, 1.3f, 0.8f, 8}}) {
+    SamplerParams p = params(c.temp, c.top_k, c.temp > 0 ? 0.9f : 1.0f, 11);
+    const SamplerParams plain = p;
+    p.frequency_penalty = c.frequency, p.presence_penalty = c.presence, p.repetition_penalty = c.repetition;
+    Sampler s(p), ref(plain);
+    s.set_prompt(prompt);
+    EXPECT_EQ(s.candidates(V), 0) << "penalties need the whole row";
+    std::vector<int> count(V, 0);
+    std::vector<bool> in_prompt(V, false);
+    for (int id : prompt) in_prompt[id] = true;
+    std::set<int> distinct;
+    for (int step = 0; step < 80; ++step) {
+      std::vector<float> row(V);
+      for (int i = 0; i < V; ++i) row[i] = noise(g) + (i == 3 || i == 5 ? 4.0f : 0.0f);  // two favourites
+      std::vector<float> want = row;
+      for (int i = 0; i < V; ++i) {
+        if ((in_prompt[i] || count[i] > 0) && c.repetition != 1.0f)
+          want[i] = want[i] > 0 ? want[i] / c.repetition : want[i] * c.repetition;
+        if (count[i] > 0) want[i] -= static_cast<float>(count[i]) * c.frequency + c.presence;
+      }
+      const int t = s.sample(row.data(), V);
+      ASSERT_EQ(t, ref.sample(want.data(), V)) << "step " << step << " frequency " << c.frequency << " presence "
+                                               << c.presence << " repetition " << c.repetition;
+      ++count[t];
+      distinct.insert(t);
+    }
+    // Positive penalties push greedy off the two favourites; a negative one keeps to them.
+    if (c.temp == 0 && c.frequency >= 0) {
+      EXPECT_GT(distinct.size(), 2u) << "frequency " << c.frequency;
+    }
+  }
+  std::vector<float> vals = {1.0f};
+  std::vector<int32_t> ids = {0};
+  SamplerParams p = params(0, 0, 1);
+  p.presence_penalty = 1;
+  EXPECT_THROW(Sampler(p).sample_top(vals.data(), ids.data(), 1), std::exception);
 }

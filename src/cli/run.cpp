@@ -24,6 +24,7 @@ struct RunArgs {
   bool chat = false, ignore_eos = false;
   int n_predict = -1, ctx = 0;
   float temp = 0.8f, top_p = 0.95f;
+  float frequency_penalty = 0.0f, presence_penalty = 0.0f, repeat_penalty = 1.0f;
   int top_k = 40;
   int64_t seed = -1;
   std::vector<std::string> stop;
@@ -79,7 +80,11 @@ int run(const RunArgs& a, const CLI::App& app) {
   sp.top_k = a.top_k;
   sp.top_p = a.top_p;
   sp.seed = a.seed >= 0 ? static_cast<uint64_t>(a.seed) : std::random_device{}();
+  sp.frequency_penalty = a.frequency_penalty;
+  sp.presence_penalty = a.presence_penalty;
+  sp.repetition_penalty = a.repeat_penalty;
   Sampler sampler(sp);
+  sampler.set_prompt(ids);
 
   const int V = m->config.vocab_size;
   std::vector<float> logits(V);
@@ -147,6 +152,16 @@ CLI::App* add_run(CLI::App& app, std::function<int()>& action) {
   c->add_option("--temp", a->temp, "temperature (0 = greedy)")->check(real_range(0, 100, false, "(0: greedy)"));
   c->add_option("--top-k", a->top_k, "top-k (0 = off)")->check(int_range(0, INT32_MAX, "(0: off)"));
   c->add_option("--top-p", a->top_p, "top-p (1 = off)")->check(real_range(0, 1, true, "(1: off)"));
+  c->add_option("--frequency-penalty", a->frequency_penalty,
+                "subtract count x this from the logit of each token generated so far (OpenAI's; 0 = off)")
+      ->check(real_range(-2, 2, false, "(0: off)"));
+  c->add_option("--presence-penalty", a->presence_penalty,
+                "subtract this from the logit of each token generated so far (OpenAI's; 0 = off)")
+      ->check(real_range(-2, 2, false, "(0: off)"));
+  c->add_option("--repeat-penalty", a->repeat_penalty,
+                "divide the positive logits of tokens in the prompt or generated (multiply the negative) by this "
+                "(Hugging Face's repetition_penalty; 1 = off)")
+      ->check(real_range(0, 10, true, "(1: off)"));
   c->add_option("-s,--seed", a->seed, "random seed (-1: random)")->check(int_range(-1, INT64_MAX, "(-1: random)"));
   c->add_option("--stop", a->stop, "stop at this string (repeatable)");
   c->add_flag("--ignore-eos", a->ignore_eos, "do not stop at end-of-sequence tokens");

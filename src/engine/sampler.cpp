@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "util/error.h"
 #include "util/top_logits.h"
 
 namespace ckv {
@@ -23,11 +24,46 @@ int Sampler::argmax(const float* logits, int n) {
 }
 
 int Sampler::candidates(int n) const {
+  if (p_.penalised()) return 0;
   if (p_.temperature <= 0.0f) return 1;
   return (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : 0;
 }
 
-int Sampler::sample(const float* logits, int n) {
+// Makes room for id in the penalty tables (they grow to the largest id
+// seen) and lists it the first time; false for a negative id.
+bool Sampler::track(int id) {
+  if (id < 0) return false;
+  if (static_cast<size_t>(id) >= generated_.size()) generated_.resize(id + 1, 0), in_prompt_.resize(id + 1, 0);
+  if (generated_[id] == 0 && !in_prompt_[id]) seen_ids_.push_back(id);
+  return true;
+}
+
+void Sampler::set_prompt(std::span<const int> ids) {
+  if (p_.repetition_penalty == 1.0f) return;  // only it reads the prompt
+  for (int id : ids)
+    if (track(id)) in_prompt_[id] = 1;
+}
+
+const float* Sampler::penalise(const float* logits, int n) {
+  if (!p_.penalised()) return logits;
+  penalised_.assign(logits, logits + n);
+  for (int id : seen_ids_) {
+    if (id >= n) continue;
+    float& x = penalised_[id];
+    const int c = generated_[id];
+    if (p_.repetition_penalty != 1.0f) x = x > 0 ? x / p_.repetition_penalty : x * p_.repetition_penalty;
+    if (c > 0) x -= static_cast<float>(c) * p_.frequency_penalty + p_.presence_penalty;
+  }
+  return penalised_.data();
+}
+
+int Sampler::sample(const float* raw, int n) {
+  const int t = draw(penalise(raw, n), n);
+  if (p_.penalised() && track(t)) ++generated_[t];
+  return t;
+}
+
+int Sampler::draw(const float* logits, int n) {
   if (p_.temperature <= 0.0f) return argmax(logits, n);
   if ((p_.top_k <= 0 || p_.top_k >= n) && p_.top_p >= 1.0f) {
     // The whole vocabulary (OpenAI's defaults): no sort, one pass to draw.
@@ -44,13 +80,18 @@ int Sampler::sample(const float* logits, int n) {
     }
     return last;
   }
-  const int k = candidates(n) > 0 ? candidates(n) : n;
+  const int k = (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : n;
   vals_.resize(k), ids_.resize(k);
   top_logits_row(logits, n, k, vals_.data(), ids_.data(), scratch_);
-  return sample_top(vals_.data(), ids_.data(), k);
+  return draw_top(vals_.data(), ids_.data(), k);
 }
 
 int Sampler::sample_top(const float* vals, const int32_t* ids, int n) {
+  if (p_.penalised()) throw Error("Sampler::sample_top: penalties need the whole row (candidates() is 0)");
+  return draw_top(vals, ids, n);
+}
+
+int Sampler::draw_top(const float* vals, const int32_t* ids, int n) {
   if (p_.temperature <= 0.0f) return ids[0];
   const int k = (p_.top_k > 0 && p_.top_k < n) ? p_.top_k : n;
   std::vector<double> prob(k);

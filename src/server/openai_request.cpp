@@ -169,6 +169,11 @@ GenRequest parse_request(const std::string& body, Endpoint e) {
   if (const json* x = field(j, "temperature")) r.temperature = static_cast<float>(number(*x, "temperature", 0, 2, false));
   if (const json* x = field(j, "top_p")) r.top_p = static_cast<float>(number(*x, "top_p", 0, 1, true));
   if (const json* x = field(j, "top_k")) r.top_k = static_cast<int>(integer(*x, "top_k", 0, INT32_MAX));
+  for (auto [name, to] : {std::pair<const char*, float*>{"frequency_penalty", &r.frequency_penalty},
+                          {"presence_penalty", &r.presence_penalty}})
+    if (const json* x = field(j, name)) *to = static_cast<float>(number(*x, name, -2, 2, false));
+  if (const json* x = field(j, "repetition_penalty"))
+    r.repetition_penalty = static_cast<float>(number(*x, "repetition_penalty", 0, 10, true));
   if (const json* x = field(j, "seed"))
     r.seed = integer(*x, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
   if (const json* x = field(j, "n"); x && integer(*x, "n", 1, INT32_MAX) != 1)

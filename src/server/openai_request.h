@@ -32,6 +32,8 @@ struct GenRequest {
   float temperature = 1.0f;           // OpenAI's defaults
   float top_p = 1.0f;
   int top_k = 0;  // extension; 0 = off
+  float frequency_penalty = 0.0f, presence_penalty = 0.0f;  // OpenAI's; 0 = off
+  float repetition_penalty = 1.0f;  // extension (vLLM's); 1 = off
   std::optional<int64_t> seed;
   std::vector<std::string> stop;
   bool stream = false, include_usage = false, ignore_eos = false;

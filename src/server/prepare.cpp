@@ -94,7 +94,11 @@ std::shared_ptr<Job> prepare_job(const ServeModel& sm, GenRequest req) {
   sp.top_p = req.top_p;
   sp.top_k = req.top_k;
   sp.seed = req.seed ? static_cast<uint64_t>(*req.seed) : std::random_device{}();
+  sp.frequency_penalty = req.frequency_penalty;
+  sp.presence_penalty = req.presence_penalty;
+  sp.repetition_penalty = req.repetition_penalty;
   j->sampler = std::make_unique<Sampler>(sp);
+  j->sampler->set_prompt(j->prompt);
   if (sm.tok) {
     j->decoder = std::make_unique<StreamDecoder>(*sm.tok);
     j->stops = std::make_unique<StopFilter>(req.stop);
