@@ -1,9 +1,12 @@
 // compresskv run: generate text from a prompt (optionally as a chat turn).
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "cli/common.h"
 #include "cli/subcommands.h"
@@ -27,8 +30,32 @@ struct RunArgs {
   float frequency_penalty = 0.0f, presence_penalty = 0.0f, repeat_penalty = 1.0f;
   int top_k = 40;
   int64_t seed = -1;
-  std::vector<std::string> stop;
+  std::vector<std::string> stop, logit_bias;
 };
+
+// llama.cpp's --logit-bias TOKEN_ID(+/-)BIAS ("15043+1", "2-100"), each id
+// below the vocabulary.
+std::vector<std::pair<int, float>> parse_logit_bias(const std::vector<std::string>& args, int vocab) {
+  std::vector<std::pair<int, float>> out;
+  for (const std::string& a : args) {
+    const size_t k = a.find_first_of("+-", 1);
+    auto fail = [&](const std::string& why) -> std::vector<std::pair<int, float>> {
+      throw Error("--logit-bias " + a + ": " + why + " (TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1)");
+    };
+    if (k == std::string::npos) return fail("no + or - between the token id and the bias");
+    int id = -1;
+    float bias = 0;
+    const char* b = a.data();
+    if (auto [e, ec] = std::from_chars(b, b + k, id); ec != std::errc() || e != b + k || id < 0)
+      return fail("the token id is not an integer >= 0");
+    const char* v = b + k + (a[k] == '+');  // from_chars takes a leading '-', not '+'
+    if (auto [e, ec] = std::from_chars(v, b + a.size(), bias); ec != std::errc() || e != b + a.size() || !std::isfinite(bias))
+      return fail("the bias is not a number");
+    if (id >= vocab) return fail("token " + std::to_string(id) + " is past the vocabulary (" + std::to_string(vocab) + " tokens)");
+    out.emplace_back(id, bias);
+  }
+  return out;
+}
 
 // Flags the combination given does not read (CLI11 tells given from default).
 void warn_unused_run_flags(const RunArgs& a, const CLI::App& app) {
@@ -44,6 +71,7 @@ int run(const RunArgs& a, const CLI::App& app) {
   // Everything that can be refused without the model, before loading it.
   warn_unused_run_flags(a, app);
   if (!a.kv.dump_kept.empty()) check_output_path(a.kv.dump_kept, "--kv-dump-kept");
+  parse_logit_bias(a.logit_bias, INT_MAX);  // its form; the ids against the vocabulary once the model is read
   auto m = load(a.model);
   auto tok = tokenizer_for(*m);
   std::string text = prompt_text(a.prompt, a.file);
@@ -83,6 +111,7 @@ int run(const RunArgs& a, const CLI::App& app) {
   sp.frequency_penalty = a.frequency_penalty;
   sp.presence_penalty = a.presence_penalty;
   sp.repetition_penalty = a.repeat_penalty;
+  sp.logit_bias = parse_logit_bias(a.logit_bias, m->config.vocab_size);
   Sampler sampler(sp);
   sampler.set_prompt(ids);
 
@@ -162,6 +191,8 @@ CLI::App* add_run(CLI::App& app, std::function<int()>& action) {
                 "divide the positive logits of tokens in the prompt or generated (multiply the negative) by this "
                 "(Hugging Face's repetition_penalty; 1 = off)")
       ->check(real_range(0, 10, true, "(1: off)"));
+  c->add_option("-l,--logit-bias", a->logit_bias,
+                "TOKEN_ID(+/-)BIAS added to that token's logit at every step, e.g. 15043+1 or 2-100 (repeatable)");
   c->add_option("-s,--seed", a->seed, "random seed (-1: random)")->check(int_range(-1, INT64_MAX, "(-1: random)"));
   c->add_option("--stop", a->stop, "stop at this string (repeatable)");
   c->add_flag("--ignore-eos", a->ignore_eos, "do not stop at end-of-sequence tokens");

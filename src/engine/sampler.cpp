@@ -54,6 +54,8 @@ const float* Sampler::penalise(const float* logits, int n) {
     if (p_.repetition_penalty != 1.0f) x = x > 0 ? x / p_.repetition_penalty : x * p_.repetition_penalty;
     if (c > 0) x -= static_cast<float>(c) * p_.frequency_penalty + p_.presence_penalty;
   }
+  for (auto [id, bias] : p_.logit_bias)
+    if (id >= 0 && id < n) penalised_[id] += bias;
   return penalised_.data();
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace ckv {
@@ -23,7 +24,12 @@ struct SamplerParams {
   // generated tokens (1 = off): a seen token's positive logit divided by it,
   // a negative one multiplied.
   float repetition_penalty = 1.0f;
-  bool penalised() const { return frequency_penalty != 0.0f || presence_penalty != 0.0f || repetition_penalty != 1.0f; }
+  // Added to these tokens' logits at every step (OpenAI's logit_bias; -100
+  // bans a token in practice), after the penalties.
+  std::vector<std::pair<int, float>> logit_bias;
+  bool penalised() const {
+    return frequency_penalty != 0.0f || presence_penalty != 0.0f || repetition_penalty != 1.0f || !logit_bias.empty();
+  }
 };
 
 // True when every logit is finite. Sample only then: the sort of sample()

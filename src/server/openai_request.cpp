@@ -1,5 +1,6 @@
 #include "server/openai_request.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 
@@ -136,6 +137,50 @@ KvRequest kv(const json& v) {
 
 }  // namespace
 
+// {"token id": bias, ...} (OpenAI's logit_bias): ids as decimal strings,
+// biases in [-100, 100]; the ids are checked against the vocabulary later.
+std::vector<std::pair<int, float>> logit_bias(const json& v) {
+  if (!v.is_object()) bad("logit_bias", "must be an object of token ids to biases, found " + std::string(v.type_name()));
+  constexpr size_t kMax = 1024;
+  if (v.size() > kMax) bad("logit_bias", "holds at most " + std::to_string(kMax) + " tokens");
+  std::vector<std::pair<int, float>> out;
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string& k = it.key();
+    int id = -1;
+    const auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), id);
+    if (k.empty() || ec != std::errc() || end != k.data() + k.size() || id < 0)
+      bad("logit_bias", "keys must be token ids (decimal integers >= 0), found \"" + k.substr(0, 32) + "\"");
+    const json& b = it.value();
+    if (!b.is_number() || !std::isfinite(b.get<double>()) || b.get<double>() < -100 || b.get<double>() > 100)
+      bad("logit_bias", "the bias of token " + k + " must be a number in [-100, 100]");
+    out.emplace_back(id, static_cast<float>(b.get<double>()));
+  }
+  return out;
+}
+
+// Parts of OpenAI's API this server does not have: a 400 naming the field,
+// rather than an answer that silently ignores what was asked.
+void unsupported(const json& j, Endpoint e) {
+  if (const json* x = field(j, "response_format")) {
+    const json* t = x->is_object() ? field(*x, "type") : nullptr;
+    if (!t || !t->is_string() || t->get<std::string>() != "text")
+      bad("response_format", "only {\"type\": \"text\"} is supported: this server has no JSON or schema-constrained "
+                             "decoding");
+  }
+  for (const char* name : {"tools", "functions"})
+    if (const json* x = field(j, name); x && !(x->is_array() && x->empty()))
+      bad(name, "tool and function calls are not supported");
+  if (const json* x = field(j, "tool_choice"); x && !(x->is_string() && x->get<std::string>() == "none"))
+    bad("tool_choice", "tool and function calls are not supported (only \"none\")");
+  if (e != Endpoint::Completion) return;
+  if (const json* x = field(j, "echo"); x && boolean(*x, "echo"))
+    bad("echo", "echoing the prompt is not supported");
+  if (const json* x = field(j, "suffix"); x && !(x->is_string() && x->get<std::string>().empty()))
+    bad("suffix", "insertion (a suffix after the completion) is not supported");
+  if (const json* x = field(j, "best_of"); x && integer(*x, "best_of", 1, INT32_MAX) != 1)
+    bad("best_of", "must be 1: this server returns one choice per request");
+}
+
 GenRequest parse_request(const std::string& body, Endpoint e) {
   // No request needs deep nesting; refusing it early bounds the parser's work.
   constexpr int kMaxDepth = 32;
@@ -174,6 +219,8 @@ GenRequest parse_request(const std::string& body, Endpoint e) {
     if (const json* x = field(j, name)) *to = static_cast<float>(number(*x, name, -2, 2, false));
   if (const json* x = field(j, "repetition_penalty"))
     r.repetition_penalty = static_cast<float>(number(*x, "repetition_penalty", 0, 10, true));
+  if (const json* x = field(j, "logit_bias")) r.logit_bias = logit_bias(*x);
+  unsupported(j, e);
   if (const json* x = field(j, "seed"))
     r.seed = integer(*x, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
   if (const json* x = field(j, "n"); x && integer(*x, "n", 1, INT32_MAX) != 1)

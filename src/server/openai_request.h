@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "server/api_error.h"
@@ -34,6 +35,7 @@ struct GenRequest {
   int top_k = 0;  // extension; 0 = off
   float frequency_penalty = 0.0f, presence_penalty = 0.0f;  // OpenAI's; 0 = off
   float repetition_penalty = 1.0f;  // extension (vLLM's); 1 = off
+  std::vector<std::pair<int, float>> logit_bias;  // token id, bias in [-100, 100]
   std::optional<int64_t> seed;
   std::vector<std::string> stop;
   bool stream = false, include_usage = false, ignore_eos = false;

@@ -97,6 +97,13 @@ std::shared_ptr<Job> prepare_job(const ServeModel& sm, GenRequest req) {
   sp.frequency_penalty = req.frequency_penalty;
   sp.presence_penalty = req.presence_penalty;
   sp.repetition_penalty = req.repetition_penalty;
+  const int V = sm.ctx->model().config.vocab_size;
+  for (auto [id, bias] : req.logit_bias)
+    if (id >= V)
+      throw ApiError(400, "'logit_bias' names token " + std::to_string(id) + ", past the vocabulary (" +
+                              std::to_string(V) + " tokens)",
+                     "logit_bias");
+  sp.logit_bias = req.logit_bias;
   j->sampler = std::make_unique<Sampler>(sp);
   j->sampler->set_prompt(j->prompt);
   if (sm.tok) {
