@@ -39,19 +39,20 @@ std::vector<std::pair<int, float>> parse_logit_bias(const std::vector<std::strin
   std::vector<std::pair<int, float>> out;
   for (const std::string& a : args) {
     const size_t k = a.find_first_of("+-", 1);
-    auto fail = [&](const std::string& why) -> std::vector<std::pair<int, float>> {
-      throw Error("--logit-bias " + a + ": " + why + " (TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1)");
+    auto bad = [&](const std::string& why) {
+      return Error("--logit-bias " + a + ": " + why + " (TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1)");
     };
-    if (k == std::string::npos) return fail("no + or - between the token id and the bias");
+    if (k == std::string::npos) throw bad("no + or - between the token id and the bias");
     int id = -1;
     float bias = 0;
-    const char* b = a.data();
+    const char *b = a.data(), *end = b + a.size();
     if (auto [e, ec] = std::from_chars(b, b + k, id); ec != std::errc() || e != b + k || id < 0)
-      return fail("the token id is not an integer >= 0");
+      throw bad("the token id is not an integer >= 0");
     const char* v = b + k + (a[k] == '+');  // from_chars takes a leading '-', not '+'
-    if (auto [e, ec] = std::from_chars(v, b + a.size(), bias); ec != std::errc() || e != b + a.size() || !std::isfinite(bias))
-      return fail("the bias is not a number");
-    if (id >= vocab) return fail("token " + std::to_string(id) + " is past the vocabulary (" + std::to_string(vocab) + " tokens)");
+    if (auto [e, ec] = std::from_chars(v, end, bias); ec != std::errc() || e != end || !std::isfinite(bias))
+      throw bad("the bias is not a number");
+    if (id >= vocab)
+      throw bad("token " + std::to_string(id) + " is past the vocabulary (" + std::to_string(vocab) + " tokens)");
     out.emplace_back(id, bias);
   }
   return out;

@@ -135,8 +135,6 @@ KvRequest kv(const json& v) {
   return k;
 }
 
-}  // namespace
-
 // {"token id": bias, ...} (OpenAI's logit_bias): ids as decimal strings,
 // biases in [-100, 100]; the ids are checked against the vocabulary later.
 std::vector<std::pair<int, float>> logit_bias(const json& v) {
@@ -180,6 +178,8 @@ void unsupported(const json& j, Endpoint e) {
   if (const json* x = field(j, "best_of"); x && integer(*x, "best_of", 1, INT32_MAX) != 1)
     bad("best_of", "must be 1: this server returns one choice per request");
 }
+
+}  // namespace
 
 GenRequest parse_request(const std::string& body, Endpoint e) {
   // No request needs deep nesting; refusing it early bounds the parser's work.
