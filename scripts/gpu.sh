@@ -99,9 +99,10 @@ fi
 if has ab; then
   # The engine again with each environment of AB (';' between them; default
   # CKV_CUDA_FUSED=0, the plain kernels; CKV_CUDA_PDL=0: no dependent
-  # launches; CKV_CUDA_PREFETCH=N: the GEMV's weight columns sent to L2 before
-  # its wait), same scenarios in the same call: the tests that compare those
-  # modes first; gpu_table.py prints each against the default.
+  # launches), same scenarios in the same call: the tests that compare modes
+  # within a process first, then for each environment the GPU tests under it
+  # (a variant must pass them before its speed counts) and the engine;
+  # gpu_table.py prints each against the default.
   AB=${AB:-CKV_CUDA_FUSED=0}
   stamp "A/B ($AB): tests, then engine: $SCENARIOS"
   timeout "${T_TESTS:-180}" "$BIN/test_cuda_backend" --gtest_filter='*Fused*:*DependentLaunches*' 2>&1 | grep -E "^\[  (FAILED|PASSED|  OK) |Failure|Expected|Which is"
@@ -109,7 +110,9 @@ if has ab; then
   IFS=';' read -r -a ABS <<<"$AB"
   for i in "${!ABS[@]}"; do
     echo "${ABS[$i]}" >>"$OUT/ab.txt"
-    echo "-- ${ABS[$i]}"
+    echo "-- ${ABS[$i]}: GPU tests"
+    env ${ABS[$i]} timeout "${T_TESTS:-180}" "$BIN/test_cuda_backend" --gtest_brief=1 2>&1 | grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is" | head -12
+    echo "-- ${ABS[$i]}: engine"
     env ${ABS[$i]} timeout "${T_ENGINE:-300}" "$BIN/bench_cuda" "$CONFIG" --copy-gbs "$COPY" --gemm-tflops "$GEMM" "${PROF[@]}" \
       --scenarios "$SCENARIOS" --json "$OUT/bench_ab_$i.json" 2>&1 | grep -v "^model:"
   done
