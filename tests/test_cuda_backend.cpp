@@ -948,6 +948,19 @@ TEST(CudaEndToEnd, DependentLaunchesGiveTheSameLogits) {
   expect_same_steps(*pdl, *plain, sh.vocab, 0.0, "dependent launches against plain launches");
 }
 
+// Held uploads (CKV_CUDA_BATCH_UPLOADS=1: a step's page-table and length
+// updates sent as one copy and one kernel) leave the device's tables as the
+// uploads one by one do: the logits are bit for bit the same, over steps in
+// which heads cross into new pages (lengths 600, 190, 340 and a compressed
+// 128, pages of 64 rows, 24 steps).
+TEST(CudaEndToEnd, HeldUploadsGiveTheSameLogits) {
+  REQUIRE_GPU();
+  const ModelShape sh = decode_shape();
+  auto m = random_model(sh, 95);
+  auto [held, plain] = with_and_without(*m, "CKV_CUDA_BATCH_UPLOADS", "1");
+  expect_same_steps(*held, *plain, sh.vocab, 0.0, "held uploads against uploads one by one");
+}
+
 // stories260K (llama2.c file, interleaved rotary pairs, head dim 8): the
 // golden top-10 logits of the first 64 positions within the bf16 tolerance.
 TEST(CudaEndToEnd, Stories260kLogits) {

@@ -249,17 +249,22 @@ void decode_step(Context& ctx, std::span<DecodeStep> batch) {
   if (R > ctx.decode_rows() || static_cast<int>(batch.size()) > ctx.options().max_seqs)
     throw Error("decode: " + std::to_string(batch.size()) + " sequences / " + std::to_string(R) +
                 " rows exceed the context's batch of " + std::to_string(ctx.options().max_seqs));
-  // Room for the new rows in every cache, all or nothing (on every rank).
+  // Room for the new rows in every cache, all or nothing (on every rank);
+  // their table and length updates go to the device together.
   size_t grown = 0;
   auto undo = [&] {
     for (size_t i = 0; i < grown; ++i) batch[i].seq->kv_.shrink(static_cast<int>(batch[i].tokens.size()));
   };
   std::exception_ptr err;
-  try {
-    for (; grown < batch.size(); ++grown) batch[grown].seq->kv_.grow(static_cast<int>(batch[grown].tokens.size()));
-  } catch (const Error&) {
-    undo();
-    err = std::current_exception();
+  {
+    UploadBatch updates(ctx.backend());
+    try {
+      for (; grown < batch.size(); ++grown) batch[grown].seq->kv_.grow(static_cast<int>(batch[grown].tokens.size()));
+    } catch (const Error&) {
+      undo();
+      err = std::current_exception();
+    }
+    updates.send();
   }
   agree_on_step(ctx.comm(), err);
   try {

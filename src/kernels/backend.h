@@ -119,6 +119,12 @@ class Backend : public StepRecorder {
   virtual void* alloc(size_t bytes, const std::string& what) = 0;
   virtual void free(void* p) = 0;
   virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  // Uploads between these two (a decode step's page-table and length
+  // updates: many small ones) may be held and sent together at the end, in
+  // the order they were made; upload() copies the data at once. By default
+  // each is sent when made.
+  virtual void begin_upload_batch() {}
+  virtual void end_upload_batch() {}
   virtual void download(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // device to device
   virtual void sync() = 0;  // waits for queued work
@@ -226,6 +232,30 @@ class Backend : public StepRecorder {
   std::vector<int32_t> step_tokens_, step_pos_;
   std::vector<AppendItem> step_seqs_;
   std::vector<DecodeItem> step_items_;
+};
+
+// A scope whose uploads to `b` go together (Backend::begin_upload_batch):
+// send() at its end; the destructor sends them too on the way out of an
+// error (and drops a second error: the first is the one to report).
+class UploadBatch {
+ public:
+  explicit UploadBatch(Backend& b) : b_(&b) { b.begin_upload_batch(); }
+  UploadBatch(const UploadBatch&) = delete;
+  UploadBatch& operator=(const UploadBatch&) = delete;
+  void send() {
+    Backend* b = b_;
+    b_ = nullptr;
+    if (b) b->end_upload_batch();
+  }
+  ~UploadBatch() {
+    try {
+      send();
+    } catch (...) {
+    }
+  }
+
+ private:
+  Backend* b_;
 };
 
 // The CPU backend (kernels/cpu); `q8` selects 8-bit activations for small

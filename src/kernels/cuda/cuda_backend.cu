@@ -66,6 +66,17 @@ __global__ void fill_kernel(float* x, int64_t n, float v) {
   GRID_STRIDE(i, n) x[i] = v;
 }
 
+// One block a held upload (CudaBackend::end_upload_batch): its words from
+// the batch's data to where it goes.
+struct HeldCopy {
+  uint32_t* dst;
+  uint32_t off, words;  // into the data, in 4-byte words
+};
+__global__ void held_copies_kernel(const HeldCopy* copies, const uint32_t* data) {
+  const HeldCopy c = copies[blockIdx.x];
+  for (uint32_t i = threadIdx.x; i < c.words; i += blockDim.x) c.dst[i] = data[c.off + i];
+}
+
 __global__ void embed_kernel(const __nv_bfloat16* table, const int32_t* tok, float* x, int64_t n, int dim) {
   pdl_wait();
   pdl_trigger();
@@ -676,6 +687,7 @@ class CudaBackend final : public Backend {
   // queued before it, which stalled the host at every layer of a decode step.
   void upload(void* dst, const void* src, size_t bytes) override {
     if (!bytes) return;
+    if (hold(dst, src, bytes)) return;
     uint8_t* h = bytes <= kStageHalf ? stage(bytes) : nullptr;
     if (h) std::memcpy(h, src, bytes);
     CKV_CUDA_CHECK(cudaMemcpyAsync(dst, h ? h : src, bytes, cudaMemcpyHostToDevice, stream_));
@@ -689,6 +701,8 @@ class CudaBackend final : public Backend {
     if (bytes) CKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
   void sync() override { CKV_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void begin_upload_batch() override { holding_ = batch_uploads_; }
+  void end_upload_batch() override;
   void fill(float* x, int64_t n, float value) override {
     if (n <= 0) return;
     fill_kernel<<<grid_for(n, 256), 256, 0, stream_>>>(x, n, value);
@@ -894,6 +908,21 @@ class CudaBackend final : public Backend {
     stage_.used += bytes;
     return p;
   }
+  // Held uploads (begin/end_upload_batch; CKV_CUDA_BATCH_UPLOADS=1): a
+  // decode step of B sequences makes ~5 B small uploads (each cache's head
+  // lengths, the page-table entries of heads that crossed a page), each a
+  // cudaMemcpyAsync of some microseconds on the host; held, they are one
+  // copy and one kernel. Word-sized and word-aligned ones only.
+  bool hold(void* dst, const void* src, size_t bytes);
+  const bool batch_uploads_ =
+      std::getenv("CKV_CUDA_BATCH_UPLOADS") && std::atoi(std::getenv("CKV_CUDA_BATCH_UPLOADS")) == 1;
+  bool holding_ = false;
+  std::vector<HeldCopy> held_;
+  std::vector<uint32_t> held_data_;
+  std::unordered_map<uint32_t*, size_t> held_at_;  // dst -> its entry in held_ (a later upload there replaces it)
+  Scratch held_dev_;
+  std::vector<uint8_t> held_blob_;
+
   struct Staging {
     void* host = nullptr;
     bool failed = false;
@@ -1380,6 +1409,55 @@ void CudaBackend::set_step(const StepBatch& s) {
   step_seqs_ = reinterpret_cast<const PagedSeq*>(d + 2 * b_ids);
   // The partials the step's attention needs, now (never while recording).
   if (step_.n > 0 && step_.splits > 1) partials(int64_t(step_.n) * step_.G * step_.tiles * step_.splits);
+}
+
+bool CudaBackend::hold(void* dst, const void* src, size_t bytes) {
+  constexpr size_t kMaxWords = size_t(1) << 24;  // held at once (the offsets are 32-bit)
+  if (!holding_ || bytes % 4 || reinterpret_cast<uintptr_t>(dst) % 4 || bytes / 4 > kMaxWords) return false;
+  auto* d = static_cast<uint32_t*>(dst);
+  const uint32_t words = static_cast<uint32_t>(bytes / 4);
+  if (auto it = held_at_.find(d); it != held_at_.end() && held_[it->second].words == words) {
+    // The same place again (a cache's lengths grown, then shrunk): the later data is what goes.
+    std::memcpy(&held_data_[held_[it->second].off], src, bytes);
+    return true;
+  }
+  if (held_data_.size() + words > kMaxWords) {  // what is held goes first
+    end_upload_batch();
+    holding_ = true;
+  }
+  held_at_[d] = held_.size();
+  held_.push_back({d, static_cast<uint32_t>(held_data_.size()), words});
+  held_data_.resize(held_data_.size() + words);
+  std::memcpy(&held_data_[held_.back().off], src, bytes);
+  return true;
+}
+
+void CudaBackend::end_upload_batch() {
+  holding_ = false;
+  if (held_.empty()) return;
+  // Two held uploads into overlapping bytes would race between the kernel's
+  // blocks: then they go one by one, in the order they were made.
+  std::vector<std::pair<uintptr_t, uintptr_t>> spans;
+  for (const HeldCopy& c : held_) spans.emplace_back(reinterpret_cast<uintptr_t>(c.dst), reinterpret_cast<uintptr_t>(c.dst + c.words));
+  std::sort(spans.begin(), spans.end());
+  bool overlap = false;
+  for (size_t i = 1; i < spans.size(); ++i) overlap |= spans[i].first < spans[i - 1].second;
+  if (overlap) {
+    for (const HeldCopy& c : held_) upload(c.dst, &held_data_[c.off], size_t(c.words) * 4);
+  } else {
+    const size_t head = held_.size() * sizeof(HeldCopy), data = held_data_.size() * 4;
+    held_blob_.resize(head + data);
+    std::memcpy(held_blob_.data(), held_.data(), head);
+    std::memcpy(held_blob_.data() + head, held_data_.data(), data);
+    auto* d = static_cast<uint8_t*>(grow(held_dev_, held_blob_.size(), "CUDA held uploads"));
+    upload(d, held_blob_.data(), held_blob_.size());
+    held_copies_kernel<<<static_cast<unsigned>(held_.size()), 128, 0, stream_>>>(
+        reinterpret_cast<const HeldCopy*>(d), reinterpret_cast<const uint32_t*>(d + head));
+    CKV_LAUNCH_CHECK();
+  }
+  held_.clear();
+  held_data_.clear();
+  held_at_.clear();
 }
 
 void CudaBackend::embed_step(float* x) {
