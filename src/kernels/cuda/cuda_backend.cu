@@ -1416,11 +1416,9 @@ bool CudaBackend::hold(void* dst, const void* src, size_t bytes) {
   if (!holding_ || bytes % 4 || reinterpret_cast<uintptr_t>(dst) % 4 || bytes / 4 > kMaxWords) return false;
   auto* d = static_cast<uint32_t*>(dst);
   const uint32_t words = static_cast<uint32_t>(bytes / 4);
-  if (auto it = held_at_.find(d); it != held_at_.end() && held_[it->second].words == words) {
-    // The same place again (a cache's lengths grown, then shrunk): the later data is what goes.
-    std::memcpy(&held_data_[held_[it->second].off], src, bytes);
-    return true;
-  }
+  // The same place again (a cache's lengths grown, then shrunk): the earlier
+  // copy is dropped (0 words), so that only the later data goes.
+  if (auto it = held_at_.find(d); it != held_at_.end() && held_[it->second].words == words) held_[it->second].words = 0;
   if (held_data_.size() + words > kMaxWords) {  // what is held goes first
     end_upload_batch();
     holding_ = true;
@@ -1438,7 +1436,8 @@ void CudaBackend::end_upload_batch() {
   // Two held uploads into overlapping bytes would race between the kernel's
   // blocks: then they go one by one, in the order they were made.
   std::vector<std::pair<uintptr_t, uintptr_t>> spans;
-  for (const HeldCopy& c : held_) spans.emplace_back(reinterpret_cast<uintptr_t>(c.dst), reinterpret_cast<uintptr_t>(c.dst + c.words));
+  for (const HeldCopy& c : held_)
+    if (c.words > 0) spans.emplace_back(reinterpret_cast<uintptr_t>(c.dst), reinterpret_cast<uintptr_t>(c.dst + c.words));
   std::sort(spans.begin(), spans.end());
   bool overlap = false;
   for (size_t i = 1; i < spans.size(); ++i) overlap |= spans[i].first < spans[i - 1].second;
